@@ -1,0 +1,62 @@
+"""The ``endpoint-picker`` command line: one console script with subcommands.
+
+This is the composition root: it is the one place in :mod:`endpoint_picker` allowed to start the gRPC server
+from :mod:`extproc` and the local gateway from :mod:`stack`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from endpoint_picker import __version__
+from endpoint_picker.config_error import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="endpoint-picker", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"endpoint-picker {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from endpoint_picker.cli import serve
+
+    serve_parser = sub.add_parser("serve", help="run the Endpoint Picker (ext_proc gRPC server)",
+                                  description=serve.__doc__)
+    serve.add_arguments(serve_parser)
+    serve_parser.set_defaults(run=serve.run)
+
+    stack_parser = sub.add_parser("stack", help="run a local gateway: real Envoy + picker + model servers",
+                                  description="Bring up a real Envoy, the picker and N local model servers, "
+                                  "show requests being routed, and stop everything on Ctrl-C.")
+    try:
+        from stack.cli import add_stack_arguments, stack_main
+    except ImportError as exc:  # the [stack] extra is not installed
+        missing = str(exc)
+
+        async def stack_unavailable(_args: argparse.Namespace) -> int:
+            print(f"endpoint-picker stack needs the 'stack' extra (pip install 'endpoint-picker[stack]'): {missing}",
+                  file=sys.stderr)
+            return 2
+
+        stack_parser.set_defaults(run=stack_unavailable)
+    else:
+        add_stack_arguments(stack_parser)
+        stack_parser.set_defaults(run=stack_main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(args.run(args))
+    except ConfigError as exc:
+        print(f"endpoint-picker: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

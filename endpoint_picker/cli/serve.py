@@ -1,0 +1,137 @@
+"""``endpoint-picker serve``: run the Endpoint Picker that Envoy calls over ext_proc.
+
+Flags follow the upstream EPP's names (``--grpc-port``, ``--grpc-health-port``, ``--metrics-port``,
+``--secure-serving``, ``--cert-path``, ``--disable-endpoint-subset-filter``); Go-style ``--flag=false`` is
+accepted for booleans so upstream command lines work unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from endpoint_picker.config_error import ConfigError
+from endpoint_picker.datastore import Datastore
+from endpoint_picker.datastore.static_file import StaticFileSource
+from endpoint_picker.director import Director
+from endpoint_picker.inflight import InFlightTracker
+from endpoint_picker.metrics import PickerMetrics
+from endpoint_picker.metrics_server import MetricsServer
+from endpoint_picker.scheduling import LeastInFlightScheduler
+
+log = logging.getLogger("endpoint_picker.serve")
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 65536:
+        raise argparse.ArgumentTypeError(f"port {value} out of range 0..65535")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--grpc-port", type=_port, default=9002, help="ext_proc gRPC port (default 9002)")
+    p.add_argument("--grpc-health-port", type=_port, default=9003, help="gRPC health port (default 9003)")
+    p.add_argument("--metrics-port", type=_port, default=9090, help="Prometheus /metrics port (default 9090)")
+    p.add_argument("--bind-address", default="[::]",
+                   help="address the gRPC servers bind (default all interfaces, [::])")
+    p.add_argument("--metrics-bind-address", default="0.0.0.0", help="address the metrics server binds")
+    p.add_argument("--secure-serving", type=_bool, nargs="?", const=True, default=True,
+                   help="TLS on the ext_proc port (default true; self-signed unless --cert-path)")
+    p.add_argument("--no-secure-serving", dest="secure_serving", action="store_false",
+                   help="plaintext ext_proc (for local use only)")
+    p.add_argument("--cert-path", type=Path, default=None,
+                   help="directory holding tls.crt and tls.key for the ext_proc port")
+    p.add_argument("--health-checking", type=_bool, nargs="?", const=True, default=False,
+                   help="also serve gRPC health on the ext_proc port (for proxy active health checks)")
+    p.add_argument("--endpoints-file", type=Path, required=True,
+                   help="YAML file listing the pool's endpoints (re-read when it changes)")
+    p.add_argument("--disable-endpoint-subset-filter", type=_bool, nargs="?", const=True, default=False,
+                   help="ignore the proxy's subset hint (envoy.lb.subset_hint)")
+    p.add_argument("--max-request-body-bytes", type=_positive_int, default=32 * 1024 * 1024,
+                   help="larger request bodies are answered with 413 (default 32 MiB)")
+    p.add_argument("--grpc-max-recv-msg-size", type=_positive_int, default=32 * 1024 * 1024,
+                   help="largest gRPC message accepted from the proxy (default 32 MiB)")
+    p.add_argument("--grpc-max-send-msg-size", type=_positive_int, default=32 * 1024 * 1024,
+                   help="largest gRPC message sent to the proxy (default 32 MiB)")
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="on SIGTERM, seconds in-flight streams get to finish (default 30)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+async def run(args: argparse.Namespace) -> int:
+    # Imported here: extproc pulls in grpc, which the rest of endpoint_picker never needs.
+    from extproc.server import ExtProcServer, ServerOptions
+
+    if args.cert_path is not None and not args.secure_serving:
+        raise ConfigError("--cert-path", "given together with --secure-serving=false")
+    if args.cert_path is not None:
+        for name in ("tls.crt", "tls.key"):
+            if not (args.cert_path / name).is_file():
+                raise ConfigError("--cert-path", f"{args.cert_path / name} does not exist")
+
+    datastore = Datastore()
+    source = StaticFileSource(args.endpoints_file, datastore)
+    try:
+        source.load()
+    except OSError as exc:
+        raise ConfigError("--endpoints-file", f"cannot read {args.endpoints_file}: {exc.strerror}") from None
+
+    inflight = InFlightTracker()
+    metrics = PickerMetrics(inflight, datastore)
+    director = Director(datastore, LeastInFlightScheduler(inflight), inflight, metrics,
+                        honour_subset_hint=not args.disable_endpoint_subset_filter)
+    server = ExtProcServer(director, ServerOptions(
+        grpc_port=args.grpc_port,
+        grpc_health_port=args.grpc_health_port,
+        bind_address=args.bind_address,
+        secure_serving=args.secure_serving,
+        cert_path=args.cert_path,
+        health_checking=args.health_checking,
+        max_request_body_bytes=args.max_request_body_bytes,
+        grpc_max_recv_msg_size=args.grpc_max_recv_msg_size,
+        grpc_max_send_msg_size=args.grpc_max_send_msg_size,
+    ))
+    metrics_server = MetricsServer(metrics, args.metrics_bind_address, args.metrics_port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    await metrics_server.start()
+    await server.start()
+    watcher = asyncio.create_task(source.run(), name="endpoints-file-watch")
+    await server.set_ready(datastore.synced)
+    log.info("serving %d endpoints of pool %s; metrics on :%d", len(datastore.endpoints()), datastore.pool.name,
+             metrics_server.port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await server.drain(args.drain_timeout)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await metrics_server.stop()
+    return 0

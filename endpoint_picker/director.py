@@ -1,0 +1,80 @@
+"""The director: turns a parsed request into a routing decision, and owns what happens around it.
+
+Order per request: candidates (pool, narrowed by the proxy's subset hint) -> admission -> scheduling ->
+in-flight accounting -> a :class:`RoutedRequest` that follows the response. Requests without a body skip
+scheduling and get a random endpoint, as in the reference EPP.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+
+from endpoint_picker.datastore import Datastore, Endpoint
+from endpoint_picker.datastore.model import host_of
+from endpoint_picker.errors import PickerError, ServiceUnavailable
+from endpoint_picker.inflight import InFlightTracker
+from endpoint_picker.lifecycle import RoutedRequest
+from endpoint_picker.metrics import PickerMetrics
+from endpoint_picker.request import InferenceRequest
+from endpoint_picker.scheduling import Scheduler, SchedulingResult
+
+log = logging.getLogger(__name__)
+
+
+class Director:
+    def __init__(self, datastore: Datastore, scheduler: Scheduler, inflight: InFlightTracker,
+                 metrics: PickerMetrics, *, honour_subset_hint: bool = True, rng: random.Random | None = None) -> None:
+        self._datastore = datastore
+        self._scheduler = scheduler
+        self._inflight = inflight
+        self._metrics = metrics
+        self._honour_subset_hint = honour_subset_hint
+        self._rng = rng or random.Random()
+        datastore.on_removed(inflight.forget)
+
+    @property
+    def metrics(self) -> PickerMetrics:
+        return self._metrics
+
+    async def route(self, request: InferenceRequest) -> RoutedRequest:
+        """Pick endpoints for ``request``; raises :class:`PickerError` with the status the client should get."""
+        model = request.model
+        m = self._metrics
+        if request.has_body:
+            m.requests.labels(model, model, "0").inc()
+            m.request_sizes.labels(model, model).observe(request.body_size)
+        try:
+            candidates = self._candidates(request)
+            if request.has_body:
+                t0 = time.perf_counter()
+                result = await self._scheduler.schedule(request, candidates)
+                m.scheduler_e2e.observe(time.perf_counter() - t0)
+            else:
+                result = SchedulingResult(primary=self._rng.choice(candidates), profile="header-only")
+        except PickerError as exc:
+            m.errors.labels(model, model, exc.code).inc()
+            raise
+        lease = self._inflight.acquire(result.primary.key, request.estimated_input_tokens)
+        m.running.labels(model).inc()
+        return RoutedRequest(request, result, lease, self._inflight, m, time.monotonic())
+
+    def reject(self, request: InferenceRequest, error: PickerError) -> None:
+        """Count a request that failed before routing (e.g. a malformed body)."""
+        model = request.model
+        self._metrics.errors.labels(model, model, error.code).inc()
+
+    def _candidates(self, request: InferenceRequest) -> Sequence[Endpoint]:
+        endpoints = self._datastore.endpoints()
+        if not endpoints:
+            raise ServiceUnavailable("no endpoints available in the pool")
+        hint = request.subset_hint
+        if hint is not None and self._honour_subset_hint:
+            # As the reference EPP: match on IP only, so every data-parallel port of a listed pod is eligible.
+            hosts = {host_of(item) for item in hint}
+            endpoints = tuple(ep for ep in endpoints if ep.address in hosts)
+            if not endpoints:
+                raise ServiceUnavailable("no endpoint of the pool is in the proxy's subset hint")
+        return endpoints

@@ -1,0 +1,121 @@
+"""The life of one routed request after its endpoint was chosen: response observation and release.
+
+A :class:`RoutedRequest` is created by the director when it picks an endpoint and is told what the protocol
+layer sees of the response (headers, first token, usage, end). It releases its in-flight lease exactly once,
+whether the response completed, failed, or the client went away.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from endpoint_picker.inflight import InFlightTracker, Lease
+from endpoint_picker.metrics import PickerMetrics
+from endpoint_picker.request import InferenceRequest
+from endpoint_picker.scheduling import SchedulingResult
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts reported by the model server in the response's ``usage`` object."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+
+
+@dataclass(slots=True)
+class ResponseSummary:
+    """What the protocol layer observed of a finished response."""
+
+    usage: Usage | None = None
+    first_token_at: float | None = None  # time.monotonic() of the first token (or first body byte)
+    last_token_at: float | None = None
+    response_bytes: int = 0
+    stream_events: int = 0  # SSE events with content: the output-token count when usage is absent
+
+
+class RoutedRequest:
+    """A request with its pick; collects response observations and releases the lease once."""
+
+    __slots__ = ("_inflight", "_metrics", "_result", "lease", "request", "result", "served", "started_at", "status")
+
+    def __init__(self, request: InferenceRequest, result: SchedulingResult, lease: Lease,
+                 inflight: InFlightTracker, metrics: PickerMetrics, started_at: float) -> None:
+        self.request = request
+        self.result = result
+        self.lease = lease
+        self.started_at = started_at
+        self.served: str | None = None
+        self.status: int | None = None
+        self._inflight = inflight
+        self._metrics = metrics
+        self._result: str | None = None  # "complete" | "aborted" once finished
+
+    @property
+    def finished(self) -> bool:
+        return self._result is not None
+
+    @property
+    def destination(self) -> str:
+        """The value of the destination header and ``envoy.lb`` metadata: primary, then fallbacks."""
+        return ",".join(ep.key for ep in self.result.targets)
+
+    def on_response_headers(self, status: int | None, served: str | None) -> None:
+        """The model server answered; ``served`` is the endpoint the proxy actually used, if it reported it."""
+        self.status = status
+        if served and served != self.lease.key and not self.lease.released:
+            # The proxy retried onto a fallback: move our accounting to where the request really runs.
+            tokens = self.lease.tokens
+            self.lease.release()
+            self.lease = self._inflight.acquire(served, tokens)
+        if served:
+            self.served = served
+
+    def complete(self, summary: ResponseSummary) -> None:
+        if self._result is not None:
+            return
+        self._result = "complete"
+        self.lease.release()
+        self._record(summary)
+
+    def abort(self, reason: str) -> None:
+        """The stream ended before the response did (client disconnect, proxy error): release and count."""
+        if self._result is not None:
+            return
+        self._result = "aborted"
+        self.lease.release()
+        m = self._metrics
+        m.running.labels(self.request.model).dec()
+        m.errors.labels(self.request.model, self.request.model, "Unknown").inc()
+
+    def _record(self, summary: ResponseSummary) -> None:
+        m = self._metrics
+        model = self.request.model
+        m.running.labels(model).dec()
+        labels = (model, model)
+        if self.status is not None and self.status >= 500:
+            m.errors.labels(*labels, "ModelServerError").inc()
+        now = time.monotonic()
+        elapsed = now - self.started_at
+        m.duration.labels(*labels).observe(elapsed)
+        m.response_sizes.labels(*labels).observe(summary.response_bytes)
+        usage = summary.usage
+        output_tokens = None
+        if usage is not None:
+            if usage.prompt_tokens is not None:
+                m.input_tokens.labels(*labels).observe(usage.prompt_tokens)
+            if usage.completion_tokens is not None:
+                output_tokens = usage.completion_tokens
+                m.output_tokens.labels(*labels).observe(output_tokens)
+                if output_tokens > 0:
+                    m.ntpot.labels(*labels).observe(elapsed / output_tokens)
+            if usage.cached_tokens is not None:
+                m.cached_tokens.labels(*labels).observe(usage.cached_tokens)
+        if summary.first_token_at is not None:
+            m.ttft.labels(*labels).observe(max(0.0, summary.first_token_at - self.started_at))
+            output_tokens = output_tokens or summary.stream_events
+            if output_tokens > 1 and summary.last_token_at is not None:
+                m.tpot.labels(*labels).observe(
+                    max(0.0, summary.last_token_at - summary.first_token_at) / (output_tokens - 1))

@@ -1,0 +1,99 @@
+"""The picker's own Prometheus metrics, with the upstream EPP's names and labels.
+
+Each :class:`PickerMetrics` owns its registry, so several pickers (tests) can live in one process. Per-endpoint
+in-flight counts are read from the tracker at scrape time, costing nothing on the request path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from endpoint_picker import __version__
+from endpoint_picker.datastore import Datastore
+from endpoint_picker.inflight import InFlightTracker
+
+_M = ("model_name", "target_model_name")
+_DURATION_BUCKETS = (0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30,
+                     45, 60, 120, 180, 240, 300, 360, 480, 600, 900, 1200, 1800, 2700, 3600)
+_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32778, 65536, 131072, 262144)
+_SIZE_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288,
+                 1048576, 2097152, 4194304, 8388608, 16777216)
+_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 30, 60)
+_TPOT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1)
+_SCHED_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+class _StateCollector(Collector):
+    """Reads live state at scrape time: pool readiness and the in-flight accounting."""
+
+    def __init__(self, inflight: InFlightTracker, datastore: Datastore) -> None:
+        self._inflight = inflight
+        self._datastore = datastore
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        ready = GaugeMetricFamily("inference_pool_ready_pods", "Endpoints ready to serve in the pool.",
+                                  labels=["name"])
+        ready.add_metric([self._datastore.pool.name], len(self._datastore.endpoints()))
+        yield ready
+        requests = GaugeMetricFamily(
+            "endpoint_picker_endpoint_inflight_requests",
+            "Requests this picker routed to the endpoint and has not yet seen finish.",
+            labels=["endpoint"],
+        )
+        tokens = GaugeMetricFamily(
+            "endpoint_picker_endpoint_inflight_tokens",
+            "Estimated input tokens of the requests in flight to the endpoint.",
+            labels=["endpoint"],
+        )
+        for key, (n, t) in sorted(self._inflight.snapshot().items()):
+            requests.add_metric([key], n)
+            tokens.add_metric([key], t)
+        yield requests
+        yield tokens
+
+
+class PickerMetrics:
+    """All metrics of one picker instance."""
+
+    def __init__(self, inflight: InFlightTracker, datastore: Datastore) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("inference_objective_request", "Requests received, by model.",
+                                [*_M, "priority"], registry=r)
+        self.errors = Counter("inference_objective_request_error", "Requests that ended in an error, by code.",
+                              [*_M, "error_code"], registry=r)
+        self.duration = Histogram("inference_objective_request_duration_seconds",
+                                  "End-to-end request latency as seen by the picker.", _M,
+                                  buckets=_DURATION_BUCKETS, registry=r)
+        self.request_sizes = Histogram("inference_objective_request_sizes", "Request body sizes in bytes.", _M,
+                                       buckets=_SIZE_BUCKETS, registry=r)
+        self.response_sizes = Histogram("inference_objective_response_sizes", "Response body sizes in bytes.", _M,
+                                        buckets=_SIZE_BUCKETS, registry=r)
+        self.input_tokens = Histogram("inference_objective_input_tokens", "Prompt tokens reported in usage.", _M,
+                                      buckets=_TOKEN_BUCKETS, registry=r)
+        self.output_tokens = Histogram("inference_objective_output_tokens", "Completion tokens reported in usage.",
+                                       _M, buckets=_TOKEN_BUCKETS, registry=r)
+        self.cached_tokens = Histogram("inference_objective_prompt_cached_tokens",
+                                       "Prompt tokens served from the prefix cache, as reported in usage.", _M,
+                                       buckets=_TOKEN_BUCKETS, registry=r)
+        self.ttft = Histogram("inference_objective_request_ttft_seconds",
+                              "Time to first token as seen by the picker.", _M, buckets=_TTFT_BUCKETS, registry=r)
+        self.tpot = Histogram("inference_objective_request_tpot_seconds",
+                              "Time per output token after the first, as seen by the picker.", _M,
+                              buckets=_TPOT_BUCKETS, registry=r)
+        self.ntpot = Histogram("inference_objective_normalized_time_per_output_token_seconds",
+                               "Request latency divided by output tokens.", _M, buckets=_TPOT_BUCKETS, registry=r)
+        self.running = Gauge("inference_objective_running_requests", "Requests in flight, by model.",
+                             ["model_name"], registry=r)
+        self.scheduler_e2e = Histogram("inference_extension_scheduler_e2e_duration_seconds",
+                                       "Time spent choosing an endpoint.", buckets=_SCHED_BUCKETS, registry=r)
+        info = Gauge("inference_extension_info", "Build information.", ["commit", "build_ref"], registry=r)
+        info.labels(commit="unknown", build_ref=__version__).set(1)
+        r.register(_StateCollector(inflight, datastore))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
