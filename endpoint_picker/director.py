@@ -41,11 +41,11 @@ class Director:
 
     async def route(self, request: InferenceRequest) -> RoutedRequest:
         """Pick endpoints for ``request``; raises :class:`PickerError` with the status the client should get."""
-        model = request.model
         m = self._metrics
+        mm = m.for_model(request.model)
         if request.has_body:
-            m.requests.labels(model, model, "0").inc()
-            m.request_sizes.labels(model, model).observe(request.body_size)
+            mm.requests.inc()
+            mm.request_sizes.observe(request.body_size)
         try:
             candidates = self._candidates(request)
             if request.has_body:
@@ -55,16 +55,15 @@ class Director:
             else:
                 result = SchedulingResult(primary=self._rng.choice(candidates), profile="header-only")
         except PickerError as exc:
-            m.errors.labels(model, model, exc.code).inc()
+            mm.error(exc.code)
             raise
         lease = self._inflight.acquire(result.primary.key, request.estimated_input_tokens)
-        m.running.labels(model).inc()
-        return RoutedRequest(request, result, lease, self._inflight, m, time.monotonic())
+        mm.running.inc()
+        return RoutedRequest(request, result, lease, self._inflight, mm, time.monotonic())
 
     def reject(self, request: InferenceRequest, error: PickerError) -> None:
         """Count a request that failed before routing (e.g. a malformed body)."""
-        model = request.model
-        self._metrics.errors.labels(model, model, error.code).inc()
+        self._metrics.for_model(request.model).error(error.code)
 
     def _candidates(self, request: InferenceRequest) -> Sequence[Endpoint]:
         endpoints = self._datastore.endpoints()

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from endpoint_picker.inflight import InFlightTracker, Lease
-from endpoint_picker.metrics import PickerMetrics
+from endpoint_picker.metrics import ModelMetrics
 from endpoint_picker.request import InferenceRequest
 from endpoint_picker.scheduling import SchedulingResult
 
@@ -42,7 +42,7 @@ class RoutedRequest:
     __slots__ = ("_inflight", "_metrics", "_result", "lease", "request", "result", "served", "started_at", "status")
 
     def __init__(self, request: InferenceRequest, result: SchedulingResult, lease: Lease,
-                 inflight: InFlightTracker, metrics: PickerMetrics, started_at: float) -> None:
+                 inflight: InFlightTracker, metrics: ModelMetrics, started_at: float) -> None:
         self.request = request
         self.result = result
         self.lease = lease
@@ -86,36 +86,31 @@ class RoutedRequest:
             return
         self._result = "aborted"
         self.lease.release()
-        m = self._metrics
-        m.running.labels(self.request.model).dec()
-        m.errors.labels(self.request.model, self.request.model, "Unknown").inc()
+        self._metrics.running.dec()
+        self._metrics.error("Unknown")
 
     def _record(self, summary: ResponseSummary) -> None:
         m = self._metrics
-        model = self.request.model
-        m.running.labels(model).dec()
-        labels = (model, model)
+        m.running.dec()
         if self.status is not None and self.status >= 500:
-            m.errors.labels(*labels, "ModelServerError").inc()
-        now = time.monotonic()
-        elapsed = now - self.started_at
-        m.duration.labels(*labels).observe(elapsed)
-        m.response_sizes.labels(*labels).observe(summary.response_bytes)
+            m.error("ModelServerError")
+        elapsed = time.monotonic() - self.started_at
+        m.duration.observe(elapsed)
+        m.response_sizes.observe(summary.response_bytes)
         usage = summary.usage
-        output_tokens = None
+        output_tokens = 0
         if usage is not None:
             if usage.prompt_tokens is not None:
-                m.input_tokens.labels(*labels).observe(usage.prompt_tokens)
+                m.input_tokens.observe(usage.prompt_tokens)
             if usage.completion_tokens is not None:
                 output_tokens = usage.completion_tokens
-                m.output_tokens.labels(*labels).observe(output_tokens)
+                m.output_tokens.observe(output_tokens)
                 if output_tokens > 0:
-                    m.ntpot.labels(*labels).observe(elapsed / output_tokens)
+                    m.ntpot.observe(elapsed / output_tokens)
             if usage.cached_tokens is not None:
-                m.cached_tokens.labels(*labels).observe(usage.cached_tokens)
+                m.cached_tokens.observe(usage.cached_tokens)
         if summary.first_token_at is not None:
-            m.ttft.labels(*labels).observe(max(0.0, summary.first_token_at - self.started_at))
+            m.ttft.observe(max(0.0, summary.first_token_at - self.started_at))
             output_tokens = output_tokens or summary.stream_events
             if output_tokens > 1 and summary.last_token_at is not None:
-                m.tpot.labels(*labels).observe(
-                    max(0.0, summary.last_token_at - summary.first_token_at) / (output_tokens - 1))
+                m.tpot.observe(max(0.0, summary.last_token_at - summary.first_token_at) / (output_tokens - 1))

@@ -24,6 +24,7 @@ _SIZE_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536,
                  1048576, 2097152, 4194304, 8388608, 16777216)
 _TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 30, 60)
 _TPOT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1)
+_MAX_MODEL_BUNDLES = 1024
 _SCHED_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 
@@ -54,6 +55,52 @@ class _StateCollector(Collector):
             tokens.add_metric([key], t)
         yield requests
         yield tokens
+
+
+class ModelMetrics:
+    """The label children of one (model, target model) pair, resolved once: ``labels()`` is costly per call."""
+
+    __slots__ = (
+        "_errors",
+        "_parent",
+        "cached_tokens",
+        "duration",
+        "input_tokens",
+        "model",
+        "ntpot",
+        "output_tokens",
+        "request_sizes",
+        "requests",
+        "response_sizes",
+        "running",
+        "target",
+        "tpot",
+        "ttft",
+    )
+
+    def __init__(self, parent: PickerMetrics, model: str, target: str) -> None:
+        m = (model, target)
+        self.model = model
+        self.target = target
+        self._parent = parent
+        self.requests = parent.requests.labels(*m, "0")
+        self.duration = parent.duration.labels(*m)
+        self.request_sizes = parent.request_sizes.labels(*m)
+        self.response_sizes = parent.response_sizes.labels(*m)
+        self.input_tokens = parent.input_tokens.labels(*m)
+        self.output_tokens = parent.output_tokens.labels(*m)
+        self.cached_tokens = parent.cached_tokens.labels(*m)
+        self.ttft = parent.ttft.labels(*m)
+        self.tpot = parent.tpot.labels(*m)
+        self.ntpot = parent.ntpot.labels(*m)
+        self.running = parent.running.labels(model)
+        self._errors: dict[str, Counter] = {}
+
+    def error(self, code: str) -> None:
+        child = self._errors.get(code)
+        if child is None:
+            child = self._errors[code] = self._parent.errors.labels(self.model, self.target, code)
+        child.inc()
 
 
 class PickerMetrics:
@@ -94,6 +141,16 @@ class PickerMetrics:
         info = Gauge("inference_extension_info", "Build information.", ["commit", "build_ref"], registry=r)
         info.labels(commit="unknown", build_ref=__version__).set(1)
         r.register(_StateCollector(inflight, datastore))
+        self._by_model: dict[tuple[str, str], ModelMetrics] = {}
+
+    def for_model(self, model: str, target: str | None = None) -> ModelMetrics:
+        key = (model, target or model)
+        bundle = self._by_model.get(key)
+        if bundle is None:
+            if len(self._by_model) >= _MAX_MODEL_BUNDLES:
+                self._by_model.clear()  # clients choose model names: keep the cache bounded
+            bundle = self._by_model[key] = ModelMetrics(self, *key)
+        return bundle
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
