@@ -1,0 +1,61 @@
+"""Arguments and entry point of the ``endpoint-picker stack`` subcommand.
+
+Why this module exists: ``endpoint_picker/cli`` owns the console script and wires subcommands; the stack's
+flags and their translation into :class:`stack.runner.RunnerOptions` live next to the stack so the two stay
+in step.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from stack.envoy_bootstrap import BodyMode, FailureMode
+from stack.runner import options_from, run_stack
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 65536:
+        raise argparse.ArgumentTypeError(f"port {value} out of range 0..65535 (0 = any free port)")
+    return value
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--replicas", type=_positive, default=3, help="stand-in model servers (default 3)")
+    parser.add_argument("--port", type=_port, default=8081, help="gateway listener port (default 8081; 0 = free)")
+    parser.add_argument("--body-mode", choices=[m.value for m in BodyMode], default=BodyMode.FULL_DUPLEX_STREAMED.value,
+                        help="how Envoy hands bodies to the picker (default FULL_DUPLEX_STREAMED)")
+    parser.add_argument("--failure-mode", choices=[m.value for m in FailureMode], default=FailureMode.FAIL_CLOSE.value,
+                        help="what Envoy does when the picker is unreachable (default FailClose)")
+    parser.add_argument("--no-secure-serving", dest="secure_serving", action="store_false",
+                        help="plaintext gRPC between Envoy and the picker (default TLS, unverified)")
+    parser.add_argument("--demo", dest="demo", action="store_true", default=True,
+                        help="send a few requests and print which server answered each (default)")
+    parser.add_argument("--no-demo", dest="demo", action="store_false", help="skip the demo requests")
+    parser.add_argument("--keep-running", dest="keep_running", action="store_true", default=True,
+                        help="keep the gateway up until Ctrl-C/SIGTERM (default)")
+    parser.add_argument("--exit-after-demo", dest="keep_running", action="store_false",
+                        help="stop everything after the demo (for scripts; exit code 1 if a demo request failed)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="the picker's log level (its log file is printed at start-up)")
+
+
+async def stack_main(args: argparse.Namespace) -> int:
+    options = options_from(
+        replicas=args.replicas,
+        port=args.port,
+        body_mode=args.body_mode,
+        failure_mode=args.failure_mode,
+        secure_serving=args.secure_serving,
+        demo=args.demo,
+        keep_running=args.keep_running,
+        log_level=args.log_level,
+    )
+    return await run_stack(options)
