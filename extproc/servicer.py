@@ -26,14 +26,16 @@ class ExternalProcessor(external_processor_pb2_grpc.ExternalProcessorServicer):
     ) -> AsyncIterator[ProcessingResponse]:
         session = Session(self._director, max_body_bytes=self._max_body_bytes)
         self.active_streams += 1
+        clean = False
         try:
             async for msg in request_iterator:
                 for answer in await session.handle(msg):
                     yield answer
+            clean = True
         except ProtocolError as exc:
             log.warning("ext_proc protocol error: %s", exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         finally:
             # Runs on normal end, on error and when the proxy resets the stream (client disconnect).
-            session.close()
+            session.close(clean=clean)
             self.active_streams -= 1

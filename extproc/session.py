@@ -105,10 +105,20 @@ class Session:
             return self._on_response_trailers()
         raise ProtocolError(f"message without a known request kind: {kind!r}")
 
-    def close(self) -> None:
-        """The stream ended. If the response did not finish (client gone, proxy error), release what we hold."""
-        if self._routed is not None and not self._routed.finished:
-            self._routed.abort("stream closed before the response completed")
+    def close(self, *, clean: bool = False) -> None:
+        """The stream ended; release what we hold if the response did not finish.
+
+        ``clean``: the proxy half-closed the stream normally. After routing that means it will tell us no more
+        about the response (e.g. a gateway that skips response processing): the request counts as served,
+        without usage. Otherwise (reset, client gone, proxy error) it counts as aborted.
+        """
+        routed = self._routed
+        if routed is None or routed.finished:
+            return
+        if clean:
+            self._finish()
+        else:
+            routed.abort("stream reset before the response completed")
 
     # --- request path -------------------------------------------------------------------------------------
 

@@ -275,6 +275,7 @@ class GatewayStack:
             tls=o.picker_tls,
             health_checking=o.picker_health_check,
             log_level=o.picker_log_level,
+            max_num_of_endpoints=min(3, o.replicas) if o.pool_routing is PoolRouting.OVERRIDE_HOST else 1,
             extra_args=tuple(o.picker_extra_args),
         )
         self.picker = PickerProcess(settings, self.picker_log_path)

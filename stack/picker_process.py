@@ -43,6 +43,9 @@ class PickerSettings:
     tls: bool = True
     health_checking: bool = True  # gRPC health on the ext_proc port, for Envoy's active health checks
     log_level: str = "info"
+    # The destination carries this many endpoints (primary + fallbacks). override_host proxies use the list;
+    # ORIGINAL_DST proxies accept exactly one.
+    max_num_of_endpoints: int = 1
     extra_args: Sequence[str] = field(default_factory=tuple)
     python: str = sys.executable
 
@@ -72,6 +75,7 @@ def picker_command(settings: PickerSettings) -> list[str]:
         command.append("--no-secure-serving")
     if settings.health_checking:
         command.append("--health-checking")
+    command.extend(["--max-num-of-endpoints", str(settings.max_num_of_endpoints)])
     command.extend(settings.extra_args)
     return command
 

@@ -63,6 +63,10 @@ class ReceivedRequest:
     body_length: int
     chunked: bool
     at: float
+    sent: bytearray = field(default_factory=bytearray)  # the response body bytes, as written
+
+
+_RECORD = web.RequestKey("record", ReceivedRequest)
 
 
 class BadRequest(Exception):
@@ -236,17 +240,17 @@ class StandinServer:
         digest = hashlib.sha256(body).hexdigest()
         request[_BODY] = body
         request[_BODY_SHA256] = digest
-        self.received.append(
-            ReceivedRequest(
-                method=request.method,
-                path=request.path,
-                headers=dict(request.headers),
-                body_sha256=digest,
-                body_length=len(body),
-                chunked="chunked" in request.headers.get("Transfer-Encoding", "").lower(),
-                at=time.time(),
-            )
+        record = ReceivedRequest(
+            method=request.method,
+            path=request.path,
+            headers=dict(request.headers),
+            body_sha256=digest,
+            body_length=len(body),
+            chunked="chunked" in request.headers.get("Transfer-Encoding", "").lower(),
+            at=time.time(),
         )
+        request[_RECORD] = record
+        self.received.append(record)
         forced = request.headers.get("x-standin-status")
         if forced and forced.isdigit() and int(forced) >= 400:
             status = int(forced)
@@ -355,6 +359,11 @@ class StandinServer:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        sent = request[_RECORD].sent
+
+        async def write(data: bytes) -> None:
+            sent.extend(data)
+            await response.write(data)
 
         def event(choices: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> bytes:
             chunk: dict[str, Any] = {"id": ident, "object": obj, "created": created, "model": model,
@@ -364,18 +373,18 @@ class StandinServer:
             return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
         if kind == "chat":
-            await response.write(event([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                         "logprobs": None, "finish_reason": None}]))
+            await write(event([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                               "logprobs": None, "finish_reason": None}]))
         async for index, token in self._generate(request, count):
             finish = "length" if index == count - 1 else None
             if kind == "chat":
                 choice = {"index": 0, "delta": {"content": token}, "logprobs": None, "finish_reason": finish}
             else:
                 choice = {"index": 0, "text": token, "logprobs": None, "finish_reason": finish}
-            await response.write(event([choice]))
+            await write(event([choice]))
         if include_usage:
-            await response.write(event([], {"usage": usage.to_json()}))
-        await response.write(b"data: [DONE]\n\n")
+            await write(event([], {"usage": usage.to_json()}))
+        await write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
 

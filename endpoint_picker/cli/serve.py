@@ -68,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="YAML file listing the pool's endpoints (re-read when it changes)")
     p.add_argument("--disable-endpoint-subset-filter", type=_bool, nargs="?", const=True, default=False,
                    help="ignore the proxy's subset hint (envoy.lb.subset_hint)")
+    p.add_argument("--max-num-of-endpoints", type=_positive_int, default=1,
+                   help="endpoints in the destination: the primary, then ordered fallbacks for proxy retries "
+                   "(default 1; lists need a proxy with the override_host LB policy, ORIGINAL_DST takes one)")
     p.add_argument("--max-request-body-bytes", type=_positive_int, default=32 * 1024 * 1024,
                    help="larger request bodies are answered with 413 (default 32 MiB)")
     p.add_argument("--grpc-max-recv-msg-size", type=_positive_int, default=32 * 1024 * 1024,
@@ -99,7 +102,7 @@ async def run(args: argparse.Namespace) -> int:
 
     inflight = InFlightTracker()
     metrics = PickerMetrics(inflight, datastore)
-    director = Director(datastore, LeastInFlightScheduler(inflight), inflight, metrics,
+    director = Director(datastore, LeastInFlightScheduler(inflight, args.max_num_of_endpoints), inflight, metrics,
                         honour_subset_hint=not args.disable_endpoint_subset_filter)
     server = ExtProcServer(director, ServerOptions(
         grpc_port=args.grpc_port,

@@ -1,6 +1,8 @@
 """The simple policy: fewest requests in flight from this picker, random tie-break.
 
-It stands in until the plugin framework lands, behind the same :class:`Scheduler` interface.
+It stands in until the plugin framework lands, behind the same :class:`Scheduler` interface. Like upstream's
+pickers (``maxNumOfEndpoints``) it returns one endpoint by default: gateways that route with ORIGINAL_DST
+cannot parse a list. Proxies with the override_host policy can use more: the rest are ordered fallbacks.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from endpoint_picker.scheduling.interface import SchedulingResult
 
 
 class LeastInFlightScheduler:
-    def __init__(self, inflight: InFlightTracker, max_fallbacks: int = 2, rng: random.Random | None = None) -> None:
+    def __init__(self, inflight: InFlightTracker, max_endpoints: int = 1, rng: random.Random | None = None) -> None:
+        if max_endpoints < 1:
+            raise ValueError("max_endpoints must be at least 1")
         self._inflight = inflight
-        self._max_fallbacks = max_fallbacks
+        self._max_fallbacks = max_endpoints - 1
         self._rng = rng or random.Random()
 
     async def schedule(self, request: InferenceRequest, candidates: Sequence[Endpoint]) -> SchedulingResult:

@@ -28,8 +28,8 @@ class Picker:
         self.datastore.replace_endpoints(endpoints)
         self.inflight = InFlightTracker()
         self.metrics = PickerMetrics(self.inflight, self.datastore)
-        self.director = Director(self.datastore, LeastInFlightScheduler(self.inflight, rng=random.Random(seed)),
-                                 self.inflight, self.metrics, rng=random.Random(seed))
+        scheduler = LeastInFlightScheduler(self.inflight, max_endpoints=3, rng=random.Random(seed))
+        self.director = Director(self.datastore, scheduler, self.inflight, self.metrics, rng=random.Random(seed))
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         value = self.metrics.registry.get_sample_value(name, labels or {})

@@ -367,3 +367,15 @@ async def test_least_in_flight_spreads_concurrent_requests(picker: Picker) -> No
     for s in sessions:
         s.close()
     assert picker.inflight.total_requests() == 0
+
+
+async def test_clean_close_after_routing_counts_as_served_not_aborted(picker: Picker) -> None:
+    # A gateway that skips response processing half-closes the stream once the request is routed.
+    s = new_session(picker)
+    await s.handle(request_headers(mode=BUFFERED, response_mode=NONE))
+    await s.handle(request_body(COMPLETION))
+    s.close(clean=True)
+    assert picker.inflight.total_requests() == 0
+    labels = {"model_name": "m", "target_model_name": "m"}
+    assert picker.metric("inference_objective_request_error_total", {**labels, "error_code": "Unknown"}) == 0
+    assert picker.metric("inference_objective_request_duration_seconds_count", labels) == 1
