@@ -13,7 +13,9 @@ One ``step()`` is one engine iteration, as in ``vllm/v1/core/sched/scheduler.py`
    allocation fits or the request itself was the one preempted.
 2. If nothing was preempted, waiting requests are admitted in order while the budget lasts and fewer than
    ``max_num_seqs`` run: the prefix cache is looked up (whole blocks, at most ``num_tokens - 1`` tokens),
-   the whole uncached prompt must fit in free-or-evictable blocks, and the first chunk is allocated. A
+   the whole uncached prompt must fit in free-or-evictable blocks, and the first chunk is allocated
+   (prompt tokens a KV connector provides -- ``num_external_computed_tokens``, the decode side of P/D --
+   are admitted as computed, like cache hits, and counted as external prefix-cache hits). A
    request whose LoRA adapter would exceed ``max_loras`` adapters in the batch is skipped (it keeps its
    place). The first request that does not fit stops admission (FCFS, no overtaking).
 3. The step lasts ``LatencyProfile.step_time`` of its composition (plus adapter loading); the clock moves.
@@ -295,13 +297,17 @@ class Engine:
                 continue
             hits = kv.find_cached_prefix(seq)
             num_hit = len(hits) * bs
-            n = len(seq.token_ids) - num_hit
+            # KV a connector provides (remote prefill) beyond the local hits; the last token is recomputed.
+            num_external = 0
+            if seq.num_external_tokens and not seq.num_preemptions:
+                num_external = max(0, min(seq.num_external_tokens, len(seq.token_ids) - 1) - num_hit)
+            n = len(seq.token_ids) - num_hit - num_external
             if n > budget:
                 n = budget
-            if not kv.allocate_slots(seq, n, hits, reserve_tokens=len(seq.token_ids)):
+            if not kv.allocate_slots(seq, num_external + n, hits, reserve_tokens=len(seq.token_ids)):
                 break
             waiting.popleft()
-            seq.num_computed_tokens = num_hit
+            seq.num_computed_tokens = num_hit + num_external
             seq.status = SeqStatus.RUNNING
             running.append(seq)
             if self._caching:
@@ -311,9 +317,12 @@ class Engine:
                 else:
                     counters.prefix_cache_queries += len(seq.token_ids)
                     counters.prefix_cache_hits += num_hit
+            if seq.num_external_tokens and not seq.num_preemptions:
+                counters.external_prefix_cache_queries += len(seq.token_ids)
+                counters.external_prefix_cache_hits += num_external
             if seq.first_scheduled_time is None:
                 seq.first_scheduled_time = now
-                seq.cached_tokens = num_hit
+                seq.cached_tokens = num_hit + num_external
             scheduled.append((seq, n))
             budget -= n
             if lora is not None:
@@ -421,9 +430,16 @@ class Engine:
     def num_waiting(self) -> int:
         return len(self._waiting)
 
+    def lora_adapters(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Adapters of running and of waiting requests, each sorted (vllm:lora_requests_info's labels)."""
+        running = tuple(sorted({s.lora_name for s in self._running if s.lora_name}))
+        waiting = tuple(sorted({s.lora_name for s in self._waiting if s.lora_name}))
+        return running, waiting
+
     def metrics(self) -> EngineMetrics:
         c = self.counters
         kv = self.kv
+        running_loras, waiting_loras = self.lora_adapters()
         return EngineMetrics(
             time=self.now,
             num_requests_running=len(self._running),
@@ -445,7 +461,9 @@ class Engine:
             num_steps=c.num_steps,
             request_success=dict(c.request_success),
             max_loras=self.config.max_loras,
-            running_lora_adapters=tuple(sorted({s.lora_name for s in self._running if s.lora_name})),
-            waiting_lora_adapters=tuple(sorted({s.lora_name for s in self._waiting if s.lora_name})),
+            running_lora_adapters=running_loras,
+            waiting_lora_adapters=waiting_loras,
             loaded_lora_adapters=tuple(self.lora.gpu_resident),
+            external_prefix_cache_queries=c.external_prefix_cache_queries,
+            external_prefix_cache_hits=c.external_prefix_cache_hits,
         )

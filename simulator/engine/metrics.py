@@ -21,6 +21,9 @@ class EngineCounters:
     # The same lookups for requests resumed after preemption (vLLM keeps them apart).
     preempted_prefix_cache_queries: int = 0
     preempted_prefix_cache_hits: int = 0
+    # Lookups through a KV connector (vllm:external_prefix_cache_queries / _hits).
+    external_prefix_cache_queries: int = 0
+    external_prefix_cache_hits: int = 0
     prompt_tokens: int = 0
     prompt_tokens_cached: int = 0
     generation_tokens: int = 0
@@ -59,3 +62,5 @@ class EngineMetrics:
     waiting_lora_adapters: tuple[str, ...]
     # Adapters currently in GPU slots, least recently used first.
     loaded_lora_adapters: tuple[str, ...]
+    external_prefix_cache_queries: int = 0
+    external_prefix_cache_hits: int = 0

@@ -37,10 +37,15 @@ class EngineRequest:
     # vLLM's lora_int_id; None = assigned by the engine on first sight of the adapter name.
     lora_id: int | None = None
     cache_salt: str | None = None
+    # Leading prompt tokens whose KV arrives from elsewhere (a remote prefiller through a KV connector,
+    # vLLM's num_external_computed_tokens): admitted as computed, at most prompt_len - 1 of them.
+    num_external_computed_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not self.prompt_token_ids:
             raise ValueError(f"request {self.request_id}: empty prompt")
+        if self.num_external_computed_tokens < 0:
+            raise ValueError(f"request {self.request_id}: num_external_computed_tokens must be >= 0")
         if self.max_tokens < 1:
             raise ValueError(f"request {self.request_id}: max_tokens must be >= 1")
         if self.output_len is not None and self.output_len < 1:

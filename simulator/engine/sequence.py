@@ -59,6 +59,8 @@ class Sequence:
     # Prefix-cache hit tokens at first scheduling; -1 until then.
     cached_tokens: int = -1
     num_preemptions: int = 0
+    # Prompt tokens whose KV a KV connector provides at admission (P/D decode side).
+    num_external_tokens: int = 0
 
     @classmethod
     def from_request(
@@ -82,6 +84,7 @@ class Sequence:
             lora_id=lora_id,
             arrival_time=arrival_time,
             ready_time=ready_time,
+            num_external_tokens=request.num_external_computed_tokens,
         )
 
     @property
