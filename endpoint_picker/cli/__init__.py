@@ -27,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_arguments(serve_parser)
     serve_parser.set_defaults(run=serve.run)
 
+    from simulator.server.cli import add_sim_arguments, sim_main
+
+    sim_parser = sub.add_parser("sim", help="run simulated vLLM-like model servers (one or many in one process)",
+                                description="A vLLM-faithful model-server simulator: OpenAI API, vLLM metrics, "
+                                "KV-cache events over ZMQ, prefill/decode roles, fault injection.")
+    add_sim_arguments(sim_parser)
+    sim_parser.set_defaults(run=sim_main)
+
     stack_parser = sub.add_parser("stack", help="run a local gateway: real Envoy + picker + model servers",
                                   description="Bring up a real Envoy, the picker and N local model servers, "
                                   "show requests being routed, and stop everything on Ctrl-C.")

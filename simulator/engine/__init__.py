@@ -6,6 +6,7 @@ calibrated step times, and the KV-cache events and metrics a real vLLM publishes
 and deterministic on a virtual clock; the HTTP server and the fleet simulator wrap it.
 """
 
+from simulator.engine.chat_template import ChatTemplateError, render_chat
 from simulator.engine.config import EngineConfig
 from simulator.engine.engine import Engine, StepResult, TokenOutput
 from simulator.engine.events import (
@@ -44,6 +45,7 @@ __all__ = [
     "BlockHasher",
     "BlockRemoved",
     "BlockStored",
+    "ChatTemplateError",
     "Engine",
     "EngineConfig",
     "EngineMetrics",
@@ -63,5 +65,6 @@ __all__ = [
     "get_profile",
     "load_profile",
     "profile_from_mapping",
+    "render_chat",
     "to_event_hash",
 ]
