@@ -74,6 +74,7 @@ class InferenceRequest:
     body_size: int = 0
     stream: bool = False
     objective: str | None = None
+    priority: int = 0  # from the InferenceObjective named by the objective header; negative = sheddable
     fairness_id: str = DEFAULT_FAIRNESS_ID
     subset_hint: tuple[str, ...] | None = None
     generated_request_id: bool = field(default=False)
