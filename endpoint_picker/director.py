@@ -12,6 +12,8 @@ import random
 import time
 from collections.abc import Sequence
 
+import orjson
+
 from endpoint_picker.datastore import Datastore, Endpoint
 from endpoint_picker.datastore.model import host_of
 from endpoint_picker.errors import PickerError, ServiceUnavailable
@@ -26,14 +28,20 @@ log = logging.getLogger(__name__)
 
 class Director:
     def __init__(self, datastore: Datastore, scheduler: Scheduler, inflight: InFlightTracker,
-                 metrics: PickerMetrics, *, honour_subset_hint: bool = True, rng: random.Random | None = None) -> None:
+                 metrics: PickerMetrics, *, honour_subset_hint: bool = True, emit_endpoint_scores: bool = False,
+                 rng: random.Random | None = None) -> None:
         self._datastore = datastore
         self._scheduler = scheduler
         self._inflight = inflight
         self._metrics = metrics
         self._honour_subset_hint = honour_subset_hint
+        self._emit_scores = emit_endpoint_scores
         self._rng = rng or random.Random()
         datastore.on_removed(inflight.forget)
+        forget = getattr(scheduler, "forget", None)
+        if forget is not None:
+            datastore.on_removed(forget)
+        self._on_done = getattr(scheduler, "response_complete", None)
 
     @property
     def metrics(self) -> PickerMetrics:
@@ -59,7 +67,10 @@ class Director:
             raise
         lease = self._inflight.acquire(result.primary.key, request.estimated_input_tokens)
         mm.running.inc()
-        return RoutedRequest(request, result, lease, self._inflight, mm, time.monotonic())
+        routed = RoutedRequest(request, result, lease, self._inflight, mm, time.monotonic(), self._on_done)
+        if self._emit_scores and result.decision is not None:
+            routed.scores = orjson.dumps(result.decision.scores_summary()).decode()
+        return routed
 
     def reject(self, request: InferenceRequest, error: PickerError) -> None:
         """Count a request that failed before routing (e.g. a malformed body)."""

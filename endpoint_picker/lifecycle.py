@@ -8,6 +8,7 @@ whether the response completed, failed, or the client went away.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from endpoint_picker.inflight import InFlightTracker, Lease
@@ -39,10 +40,12 @@ class ResponseSummary:
 class RoutedRequest:
     """A request with its pick; collects response observations and releases the lease once."""
 
-    __slots__ = ("_inflight", "_metrics", "_result", "lease", "request", "result", "served", "started_at", "status")
+    __slots__ = ("_inflight", "_metrics", "_on_done", "_result", "lease", "request", "result", "scores", "served",
+                 "started_at", "status")
 
     def __init__(self, request: InferenceRequest, result: SchedulingResult, lease: Lease,
-                 inflight: InFlightTracker, metrics: ModelMetrics, started_at: float) -> None:
+                 inflight: InFlightTracker, metrics: ModelMetrics, started_at: float,
+                 on_done: Callable[[InferenceRequest, str | None], None] | None = None) -> None:
         self.request = request
         self.result = result
         self.lease = lease
@@ -52,6 +55,8 @@ class RoutedRequest:
         self._inflight = inflight
         self._metrics = metrics
         self._result: str | None = None  # "complete" | "aborted" once finished
+        self._on_done = on_done  # the scheduler's response-complete hooks
+        self.scores: str | None = None  # JSON of the primary profile's total scores, when emitted to the proxy
 
     @property
     def finished(self) -> bool:
@@ -79,6 +84,8 @@ class RoutedRequest:
         self._result = "complete"
         self.lease.release()
         self._record(summary)
+        if self._on_done is not None:
+            self._on_done(self.request, self.served or self.lease.key)
 
     def abort(self, reason: str) -> None:
         """The stream ended before the response did (client disconnect, proxy error): release and count."""
@@ -86,6 +93,8 @@ class RoutedRequest:
             return
         self._result = "aborted"
         self.lease.release()
+        if self._on_done is not None:
+            self._on_done(self.request, self.served or self.lease.key)
         self._metrics.running.dec()
         self._metrics.error("Unknown")
 

@@ -136,6 +136,11 @@ class PickerMetrics:
                                "Request latency divided by output tokens.", _M, buckets=_TPOT_BUCKETS, registry=r)
         self.running = Gauge("inference_objective_running_requests", "Requests in flight, by model.",
                              ["model_name"], registry=r)
+        self.plugin_duration = Histogram("inference_extension_plugin_duration_seconds",
+                                         "Time spent in each scheduling plugin.",
+                                         ["extension_point", "plugin_type", "plugin_name"],
+                                         buckets=_SCHED_BUCKETS, registry=r)
+        self._plugin_children: dict[tuple[str, str], Histogram] = {}
         self.scheduler_e2e = Histogram("inference_extension_scheduler_e2e_duration_seconds",
                                        "Time spent choosing an endpoint.", buckets=_SCHED_BUCKETS, registry=r)
         info = Gauge("inference_extension_info", "Build information.", ["commit", "build_ref"], registry=r)
@@ -151,6 +156,15 @@ class PickerMetrics:
                 self._by_model.clear()  # clients choose model names: keep the cache bounded
             bundle = self._by_model[key] = ModelMetrics(self, *key)
         return bundle
+
+    def time_plugin(self, extension_point: str, plugin: object, seconds: float) -> None:
+        """Observe one plugin call (the scheduler's plugin timer); label children are resolved once."""
+        name = getattr(plugin, "name", "")
+        child = self._plugin_children.get((extension_point, name))
+        if child is None:
+            child = self.plugin_duration.labels(extension_point, getattr(plugin, "type_name", ""), name)
+            self._plugin_children[(extension_point, name)] = child
+        child.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,6 +6,9 @@ from __future__ import annotations
 DESTINATION_ENDPOINT_KEY = "x-gateway-destination-endpoint"
 DESTINATION_ENDPOINT_NAMESPACE = "envoy.lb"
 
+# EPP -> proxy (optional, --emit-endpoint-scores): the primary profile's total score per endpoint, as JSON.
+DESTINATION_ENDPOINT_SCORES_KEY = "x-gateway-destination-endpoint-scores"
+
 # Proxy -> EPP: the subset of the pool the proxy allows (filter metadata on the request).
 SUBSET_HINT_NAMESPACE = "envoy.lb.subset_hint"
 SUBSET_HINT_KEY = "x-gateway-destination-endpoint-subset"

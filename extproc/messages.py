@@ -13,7 +13,12 @@ from envoy.service.ext_proc.v3.external_processor_pb2 import (
     ProcessingResponse,
 )
 
-from extproc.constants import BODY_BYTE_LIMIT, DESTINATION_ENDPOINT_KEY, DESTINATION_ENDPOINT_NAMESPACE
+from extproc.constants import (
+    BODY_BYTE_LIMIT,
+    DESTINATION_ENDPOINT_KEY,
+    DESTINATION_ENDPOINT_NAMESPACE,
+    DESTINATION_ENDPOINT_SCORES_KEY,
+)
 
 _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -30,7 +35,7 @@ RESPONSE_BODY_CONTINUE.response_body.SetInParent()
 
 
 def _set_destination(common: CommonResponse, resp: ProcessingResponse, destination: str,
-                     extra_headers: tuple[tuple[str, str], ...]) -> None:
+                     extra_headers: tuple[tuple[str, str], ...], scores: str | None) -> None:
     common.clear_route_cache = True
     set_headers = common.header_mutation.set_headers
     opt = set_headers.add()
@@ -42,21 +47,25 @@ def _set_destination(common: CommonResponse, resp: ProcessingResponse, destinati
         opt.header.key = key
         opt.header.raw_value = value.encode()
         opt.append_action = _OVERWRITE
-    resp.dynamic_metadata.fields[DESTINATION_ENDPOINT_NAMESPACE].struct_value.fields[
-        DESTINATION_ENDPOINT_KEY].string_value = destination
+    fields = resp.dynamic_metadata.fields[DESTINATION_ENDPOINT_NAMESPACE].struct_value.fields
+    fields[DESTINATION_ENDPOINT_KEY].string_value = destination
+    if scores is not None:
+        fields[DESTINATION_ENDPOINT_SCORES_KEY].string_value = scores
 
 
-def route_in_headers(destination: str, extra_headers: tuple[tuple[str, str], ...] = ()) -> ProcessingResponse:
+def route_in_headers(destination: str, extra_headers: tuple[tuple[str, str], ...] = (),
+                     scores: str | None = None) -> ProcessingResponse:
     """The request-headers answer that routes (FULL_DUPLEX_STREAMED, and header-only requests)."""
     resp = ProcessingResponse()
-    _set_destination(resp.request_headers.response, resp, destination, extra_headers)
+    _set_destination(resp.request_headers.response, resp, destination, extra_headers, scores)
     return resp
 
 
-def route_in_body(destination: str, extra_headers: tuple[tuple[str, str], ...] = ()) -> ProcessingResponse:
+def route_in_body(destination: str, extra_headers: tuple[tuple[str, str], ...] = (),
+                  scores: str | None = None) -> ProcessingResponse:
     """The request-body answer that routes in BUFFERED mode (header mutations in a body response)."""
     resp = ProcessingResponse()
-    _set_destination(resp.request_body.response, resp, destination, extra_headers)
+    _set_destination(resp.request_body.response, resp, destination, extra_headers, scores)
     return resp
 
 

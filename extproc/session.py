@@ -185,13 +185,13 @@ class Session:
         extra = ((REQUEST_ID_HEADER, request.request_id),) if request.generated_request_id else ()
         destination = routed.destination
         if not in_body or self._request_mode == FULL_DUPLEX_STREAMED:
-            out = [messages.route_in_headers(destination, extra)]
+            out = [messages.route_in_headers(destination, extra, routed.scores)]
             if in_body:
                 out.extend(messages.streamed_chunks(body, request=True, end_of_stream=not self._saw_trailers))
                 if self._saw_trailers:
                     out.append(messages.REQUEST_TRAILERS_CONTINUE)
             return tuple(out)
-        return (messages.route_in_body(destination, extra),)
+        return (messages.route_in_body(destination, extra, routed.scores),)
 
     def _reject(self, error: PickerError, *, counted: bool = False) -> tuple[ProcessingResponse, ...]:
         self._phase = _Phase.REJECTED

@@ -15,13 +15,15 @@ import signal
 from pathlib import Path
 
 from endpoint_picker.config_error import ConfigError
+from endpoint_picker.datalayer import MetricsStore
 from endpoint_picker.datastore import Datastore
 from endpoint_picker.datastore.static_file import StaticFileSource
+from endpoint_picker.decisions import DecisionLog
 from endpoint_picker.director import Director
 from endpoint_picker.inflight import InFlightTracker
 from endpoint_picker.metrics import PickerMetrics
 from endpoint_picker.metrics_server import MetricsServer
-from endpoint_picker.scheduling import LeastInFlightScheduler
+from endpoint_picker.scheduling import FrameworkScheduler, SchedulerConfig, default_config, load_config_text
 
 log = logging.getLogger("endpoint_picker.serve")
 
@@ -68,9 +70,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="YAML file listing the pool's endpoints (re-read when it changes)")
     p.add_argument("--disable-endpoint-subset-filter", type=_bool, nargs="?", const=True, default=False,
                    help="ignore the proxy's subset hint (envoy.lb.subset_hint)")
-    p.add_argument("--max-num-of-endpoints", type=_positive_int, default=1,
-                   help="endpoints in the destination: the primary, then ordered fallbacks for proxy retries "
-                   "(default 1; lists need a proxy with the override_host LB policy, ORIGINAL_DST takes one)")
+    config = p.add_mutually_exclusive_group()
+    config.add_argument("--config-file", type=Path, default=None,
+                        help="EndpointPickerConfig YAML (upstream format); default: queue 2, kv-cache 2, prefix 3")
+    config.add_argument("--config-text", default=None, help="the EndpointPickerConfig YAML itself")
+    p.add_argument("--max-num-of-endpoints", type=_positive_int, default=None,
+                   help="override every picker's maxNumOfEndpoints: the primary, then ordered fallbacks for proxy "
+                   "retries (lists need the override_host LB policy; ORIGINAL_DST takes one)")
+    p.add_argument("--emit-endpoint-scores", type=_bool, nargs="?", const=True, default=False,
+                   help="send each endpoint's total score to the proxy as envoy.lb metadata "
+                   "x-gateway-destination-endpoint-scores")
+    p.add_argument("--metrics-staleness-threshold", type=float, default=2.0,
+                   help="seconds after which an endpoint's scraped metrics count as stale, i.e. saturated")
+    p.add_argument("--decision-log-size", type=_positive_int, default=2048,
+                   help="recent decision records kept for /debug/decisions")
     p.add_argument("--max-request-body-bytes", type=_positive_int, default=32 * 1024 * 1024,
                    help="larger request bodies are answered with 413 (default 32 MiB)")
     p.add_argument("--grpc-max-recv-msg-size", type=_positive_int, default=32 * 1024 * 1024,
@@ -102,8 +115,15 @@ async def run(args: argparse.Namespace) -> int:
 
     inflight = InFlightTracker()
     metrics = PickerMetrics(inflight, datastore)
-    director = Director(datastore, LeastInFlightScheduler(inflight, args.max_num_of_endpoints), inflight, metrics,
-                        honour_subset_hint=not args.disable_endpoint_subset_filter)
+    store = MetricsStore()
+    datastore.on_removed(store.forget)
+    decisions = DecisionLog(args.decision_log_size)
+    scheduler = FrameworkScheduler(load_scheduler_config(args), inflight, store, decisions,
+                                   staleness_threshold=args.metrics_staleness_threshold,
+                                   plugin_timer=metrics.time_plugin)
+    director = Director(datastore, scheduler, inflight, metrics,
+                        honour_subset_hint=not args.disable_endpoint_subset_filter,
+                        emit_endpoint_scores=args.emit_endpoint_scores)
     server = ExtProcServer(director, ServerOptions(
         grpc_port=args.grpc_port,
         grpc_health_port=args.grpc_health_port,
@@ -115,7 +135,7 @@ async def run(args: argparse.Namespace) -> int:
         grpc_max_recv_msg_size=args.grpc_max_recv_msg_size,
         grpc_max_send_msg_size=args.grpc_max_send_msg_size,
     ))
-    metrics_server = MetricsServer(metrics, args.metrics_bind_address, args.metrics_port)
+    metrics_server = MetricsServer(metrics, args.metrics_bind_address, args.metrics_port, decisions)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -138,3 +158,22 @@ async def run(args: argparse.Namespace) -> int:
             await watcher
         await metrics_server.stop()
     return 0
+
+
+def load_scheduler_config(args: argparse.Namespace) -> SchedulerConfig:
+    """The EndpointPickerConfig from --config-file / --config-text (or the default), with flag overrides."""
+    if args.config_file is not None:
+        try:
+            text = args.config_file.read_text()
+        except OSError as exc:
+            raise ConfigError("--config-file", f"cannot read {args.config_file}: {exc.strerror}") from None
+        config = load_config_text(text, source=str(args.config_file))
+    elif args.config_text is not None:
+        config = load_config_text(args.config_text, source="--config-text")
+    else:
+        config = default_config()
+    if args.max_num_of_endpoints is not None:
+        for profile in config.profiles.values():
+            if profile.picker is not None and hasattr(profile.picker, "max_endpoints"):
+                profile.picker.max_endpoints = args.max_num_of_endpoints
+    return config

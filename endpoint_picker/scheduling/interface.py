@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from endpoint_picker.datastore import Endpoint
+from endpoint_picker.decisions import DecisionRecord
 from endpoint_picker.request import InferenceRequest
 
 
@@ -17,6 +18,7 @@ class SchedulingResult:
     primary: Endpoint
     fallbacks: tuple[Endpoint, ...] = ()
     profile: str = "default"
+    decision: DecisionRecord | None = None  # why: candidates, filters, scores (None for header-only picks)
 
     @property
     def targets(self) -> tuple[Endpoint, ...]:

@@ -9,6 +9,7 @@ FailOpen keeps serving when the picker dies, and a draining picker finishes what
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections import Counter
 
@@ -141,23 +142,39 @@ def picker_metric(stack: BackgroundStack, name: str) -> float:
     return sum(s.value for f in text_string_to_metric_families(text) if f.name == name for s in f.samples)
 
 
+# The default profile plus session affinity, so a test can make the picker choose a given endpoint first.
+PINNABLE = """
+plugins:
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: prefix-cache-scorer
+- type: session-affinity-scorer
+- type: max-score-picker
+  parameters: {maxNumOfEndpoints: 3}
+schedulingProfiles:
+- name: default
+  plugins:
+  - {pluginRef: queue-scorer, weight: 2}
+  - {pluginRef: kv-cache-utilization-scorer, weight: 2}
+  - {pluginRef: prefix-cache-scorer, weight: 3}
+  - {pluginRef: session-affinity-scorer, weight: 100}
+"""
+
+
 @pytest.mark.parametrize("body_mode", list(BodyMode), ids=str)
 def test_dead_primary_falls_back_to_the_next_endpoint(fresh_gateway, body_mode: BodyMode) -> None:
-    stack = fresh_gateway(body_mode=body_mode)
+    stack = fresh_gateway(body_mode=body_mode, picker_extra_args=("--config-text", PINNABLE))
     dead = stack.endpoints[0]
     stack.call(stack.standin(dead.name).stop())
-    fell_back = 0
-    for i in range(12):
+    token = base64.b64encode(f"default/{dead.name}".encode()).decode()
+    for i in range(4):
         request_id = str(uuid.uuid4())
-        result = stack.client().completion(f"try {i}", headers={"x-request-id": request_id})
+        result = stack.client().completion(f"try {i}", headers={"x-request-id": request_id,
+                                                               "x-session-token": token})
         assert result.status == 200, result.text
-        assert result.served_by != dead.name
         targets = entry_for_request(stack.access_log_path, request_id).destination.split(",")
-        assert len(targets) == 3
-        if targets[0] == dead.address:
-            fell_back += 1
-            assert result.served_by_address == targets[1]  # the first fallback, in the picker's order
-    assert fell_back > 0  # least-in-flight ties break at random: the dead endpoint is picked sometimes
+        assert len(targets) == 3 and targets[0] == dead.address  # the picker chose the dead endpoint first...
+        assert result.served_by_address == targets[1]  # ...and Envoy retried the first fallback, in order
     wait_until(lambda: not any(inflight(stack).values()), what="in-flight back to zero")
 
 

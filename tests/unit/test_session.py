@@ -379,3 +379,19 @@ async def test_clean_close_after_routing_counts_as_served_not_aborted(picker: Pi
     labels = {"model_name": "m", "target_model_name": "m"}
     assert picker.metric("inference_objective_request_error_total", {**labels, "error_code": "Unknown"}) == 0
     assert picker.metric("inference_objective_request_duration_seconds_count", labels) == 1
+
+
+async def test_endpoint_scores_are_emitted_as_metadata_when_asked() -> None:
+    picker = Picker(emit_endpoint_scores=True)
+    s = new_session(picker)
+    await s.handle(request_headers())
+    route = (await s.handle(request_body(COMPLETION)))[0]
+    fields = route.dynamic_metadata.fields["envoy.lb"].struct_value.fields
+    scores = orjson.loads(fields["x-gateway-destination-endpoint-scores"].string_value)
+    assert set(scores) == {ep.key for ep in picker.datastore.endpoints()}
+    assert picker.decisions.get("req-1") is not None
+    plain = Picker()
+    s = new_session(plain)
+    await s.handle(request_headers())
+    route = (await s.handle(request_body(COMPLETION)))[0]
+    assert "x-gateway-destination-endpoint-scores" not in route.dynamic_metadata.fields["envoy.lb"].struct_value.fields
