@@ -1,8 +1,8 @@
 """A :class:`~stack.gateway.GatewayStack` running on its own event-loop thread, driven synchronously.
 
 Why this module exists: integration tests want one gateway per test module, but pytest-asyncio gives each
-test its own event loop by default. Stand-ins served from a module-scoped loop would stall whenever that loop
-is not the one running. Here the whole stack (stand-ins' aiohttp servers, process supervision) lives on a
+test its own event loop by default. Model servers served from a module-scoped loop would stall whenever that
+loop is not the one running. Here the whole stack (the servers' aiohttp apps, process supervision) lives on a
 dedicated thread with its own loop that is always running, and tests — sync or async, any loop scope — call
 plain blocking methods. Envoy and the picker are separate processes either way.
 """
@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from simulator.server.server import SimServer
 from stack.gateway import GatewayStack, StackOptions, StandinEndpoint
 from stack.http_client import GatewayClient
 from stack.picker_process import PickerPorts
@@ -119,6 +120,17 @@ class BackgroundStack:
 
     def standin(self, name_or_address: str) -> StandinServer:
         return self.stack.standin(name_or_address)
+
+    @property
+    def sims(self) -> list[SimServer]:
+        return self.stack.sims
+
+    def sim(self, name_or_address: str) -> SimServer:
+        return self.stack.sim(name_or_address)
+
+    @property
+    def model_name(self) -> str:
+        return self.stack.model_name
 
     @property
     def access_log_path(self) -> Path:

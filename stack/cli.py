@@ -8,8 +8,10 @@ in step.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from stack.envoy_bootstrap import BodyMode, FailureMode
+from stack.placement import parse_placement
 from stack.runner import options_from, run_stack
 
 
@@ -20,6 +22,28 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _placement(text: str) -> str:
+    try:
+        parse_placement(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value < 65536:
@@ -28,7 +52,19 @@ def _port(text: str) -> int:
 
 
 def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--replicas", type=_positive, default=3, help="stand-in model servers (default 3)")
+    parser.add_argument("--model-servers", choices=["sim", "standin"], default="sim",
+                        help="sim: simulated vLLM servers (batching, KV cache, vLLM metrics; default); standin: "
+                        "minimal fixed-delay servers")
+    parser.add_argument("--replicas", type=_positive, default=3,
+                        help="model servers; with --prefill-replicas, the decode servers (default 3)")
+    parser.add_argument("--prefill-replicas", type=_non_negative, default=0, metavar="K",
+                        help="sim: K more servers with role prefill, the --replicas ones get role decode "
+                        "(labelled llm-d.ai/role; P/D routing comes with the scheduler)")
+    parser.add_argument("--topology", type=_placement, default=None, metavar="racks=R[,servers-per-node=S]",
+                        help="sim: node/rack labels per server (servers on nodes in order, nodes across racks "
+                        "in turn)")
+    parser.add_argument("--time-scale", type=_positive_float, default=1.0,
+                        help="sim: model seconds per real second (10 = ten times faster; default 1)")
     parser.add_argument("--port", type=_port, default=8081, help="gateway listener port (default 8081; 0 = free)")
     parser.add_argument("--body-mode", choices=[m.value for m in BodyMode], default=BodyMode.FULL_DUPLEX_STREAMED.value,
                         help="how Envoy hands bodies to the picker (default FULL_DUPLEX_STREAMED)")
@@ -48,6 +84,9 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def stack_main(args: argparse.Namespace) -> int:
+    if args.model_servers == "standin" and (args.prefill_replicas or args.topology):
+        print("endpoint-picker stack: --prefill-replicas and --topology need --model-servers sim", file=sys.stderr)
+        return 2
     options = options_from(
         replicas=args.replicas,
         port=args.port,
@@ -57,5 +96,9 @@ async def stack_main(args: argparse.Namespace) -> int:
         demo=args.demo,
         keep_running=args.keep_running,
         log_level=args.log_level,
+        model_servers=args.model_servers,
+        prefill_replicas=args.prefill_replicas,
+        topology=args.topology,
+        time_scale=args.time_scale,
     )
     return await run_stack(options)

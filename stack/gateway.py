@@ -1,14 +1,15 @@
-"""The local gateway as one object: stand-in model servers, the picker process and a real Envoy.
+"""The local gateway as one object: model servers, the picker process and a real Envoy.
 
 Why this module exists: ``endpoint-picker stack`` and the integration tests need the same assembly — N
-stand-ins on distinct loopback IPs, an endpoints file the picker reads, the picker as a child process (so a
-test can SIGKILL and restart it on the same ports), and Envoy configured for a chosen body mode, failure mode,
-TLS setting and optional subset-hint listener — plus the facts a test asserts on: gateway URLs, picker ports
-and PID, the stand-ins' names and addresses, and the access-log path.
+model servers on distinct loopback IPs (simulated vLLM servers or the minimal stand-ins, see
+:mod:`stack.model_servers`), an endpoints file the picker reads, the picker as a child process (so a test can
+SIGKILL and restart it on the same ports), and Envoy configured for a chosen body mode, failure mode, TLS
+setting and optional subset-hint listener — plus the facts a test asserts on: gateway URLs, picker ports and
+PID, the servers' names, addresses and labels, and the access-log path.
 
-Order of start-up: stand-ins, then the picker (ready = gRPC health ``readiness`` SERVING), then Envoy (ready =
-admin ``/ready``). With ``start_picker=False`` Envoy comes up without a picker (to test failure modes), and
-:meth:`GatewayStack.start_picker` can be called later.
+Order of start-up: model servers, then the picker (ready = gRPC health ``readiness`` SERVING), then Envoy
+(ready = admin ``/ready``). With ``start_picker=False`` Envoy comes up without a picker (to test failure
+modes), and :meth:`GatewayStack.start_picker` can be called later.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from simulator.server.config import SimServerConfig
+from simulator.server.server import SimServer
 from stack.envoy_bootstrap import (
     DEFAULT_TEMPLATE,
     PICKER_CLUSTER,
@@ -34,20 +37,32 @@ from stack.envoy_bootstrap import (
     write_bootstrap,
 )
 from stack.envoy_process import EnvoyProcess
+from stack.model_servers import (
+    ModelServer,
+    ModelServerKind,
+    SimPoolOptions,
+    server_labels,
+    server_model,
+    start_sims,
+    stop_servers,
+)
 from stack.picker_process import PickerPorts, PickerProcess, PickerSettings
+from stack.placement import Placement, parse_placement
 from stack.ports import free_port
-from stack.standin_server import StandinOptions, StandinServer, start_standins, stop_standins
+from stack.standin_server import StandinOptions, StandinServer, start_standins
 
 Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class StandinEndpoint:
-    """A pool member as the test sees it."""
+    """A pool member as the test sees it (any kind of model server, despite the name)."""
 
     name: str
     host: str
     port: int
+    # Labels in the endpoints file; empty = {"role": "both"}.
+    labels: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def address(self) -> str:
@@ -61,7 +76,18 @@ SubsetHint = Sequence[str] | Callable[[Sequence[StandinEndpoint]], Sequence[str]
 class StackOptions:
     """What kind of local gateway to build. Ports left at 0 are chosen free."""
 
+    # Model servers (with prefill_replicas: the decode servers).
     replicas: int = 3
+    # "sim": simulated vLLM servers (simulator.server); "standin": stack.standin_server (what tests assert on).
+    model_servers: ModelServerKind = "sim"
+    # sim only: this many extra servers with role prefill; the `replicas` ones get role decode.
+    prefill_replicas: int = 0
+    # sim only: node/rack labels, "racks=R[,servers-per-node=S]" (see stack.placement) or a Placement.
+    topology: str | Placement | None = None
+    # sim only: model seconds per real second.
+    time_scale: float = 1.0
+    # sim only: template of every simulated server (model name, engine settings, KV events, faults).
+    sim_template: SimServerConfig = field(default_factory=SimServerConfig)
     listener_port: int = 0
     admin_port: int = 0
     body_mode: BodyMode = BodyMode.FULL_DUPLEX_STREAMED
@@ -78,7 +104,7 @@ class StackOptions:
     message_timeout: float = 10.0
     stream_idle_timeout: float = 60.0
     standin_options: StandinOptions = field(default_factory=StandinOptions)
-    standin_hosts: Sequence[str] | None = None  # default 127.0.0.2, 127.0.0.3, ...
+    standin_hosts: Sequence[str] | None = None  # model-server hosts (either kind); default 127.0.0.2, 127.0.0.3, ...
     pool_name: str = "local-pool"
     picker_log_level: str = "info"
     picker_extra_args: Sequence[str] = ()
@@ -93,6 +119,20 @@ class StackOptions:
         self.pool_routing = PoolRouting(self.pool_routing)
         if self.replicas < 1:
             raise ValueError("replicas must be at least 1")
+        if self.model_servers not in ("sim", "standin"):
+            raise ValueError(f"model_servers must be 'sim' or 'standin', not {self.model_servers!r}")
+        if isinstance(self.topology, str):
+            self.topology = parse_placement(self.topology)
+        if self.model_servers == "standin" and (self.prefill_replicas or self.topology is not None):
+            raise ValueError("prefill replicas and topology labels need simulated model servers (model_servers='sim')")
+        if self.prefill_replicas < 0:
+            raise ValueError("prefill_replicas must be >= 0")
+        if self.time_scale <= 0:
+            raise ValueError("time_scale must be > 0")
+
+    @property
+    def total_servers(self) -> int:
+        return self.replicas + self.prefill_replicas
 
 
 class GatewayStack:
@@ -103,7 +143,7 @@ class GatewayStack:
         self._progress = progress or (lambda _message: None)
         self._own_work_dir = self.options.work_dir is None
         self.work_dir = Path(self.options.work_dir or tempfile.mkdtemp(prefix="epp-stack-"))
-        self.standins: list[StandinServer] = []
+        self.servers: list[ModelServer] = []
         self.picker: PickerProcess | None = None
         self.envoy: EnvoyProcess | None = None
         self.gateway_config: GatewayConfig | None = None
@@ -117,13 +157,42 @@ class GatewayStack:
 
     @property
     def endpoints(self) -> list[StandinEndpoint]:
-        return [StandinEndpoint(s.name, s.host, s.port) for s in self.standins]
+        return [StandinEndpoint(s.name, s.host, s.port, server_labels(s)) for s in self.servers]
 
-    def standin(self, name_or_address: str) -> StandinServer:
-        for server in self.standins:
+    @property
+    def standins(self) -> list[StandinServer]:
+        return [s for s in self.servers if isinstance(s, StandinServer)]
+
+    @property
+    def sims(self) -> list[SimServer]:
+        return [s for s in self.servers if isinstance(s, SimServer)]
+
+    @property
+    def model_name(self) -> str:
+        """The model name requests through this gateway should carry."""
+        if self.servers:
+            return server_model(self.servers[0])
+        if self.options.model_servers == "standin":
+            return self.options.standin_options.models[0]
+        return self.options.sim_template.served_model_name
+
+    def server(self, name_or_address: str) -> ModelServer:
+        for server in self.servers:
             if name_or_address in (server.name, server.address):
                 return server
         raise KeyError(name_or_address)
+
+    def standin(self, name_or_address: str) -> StandinServer:
+        server = self.server(name_or_address)
+        if not isinstance(server, StandinServer):
+            raise KeyError(f"{name_or_address} is not a stand-in")
+        return server
+
+    def sim(self, name_or_address: str) -> SimServer:
+        server = self.server(name_or_address)
+        if not isinstance(server, SimServer):
+            raise KeyError(f"{name_or_address} is not a simulated server")
+        return server
 
     @property
     def gateway_url(self) -> str:
@@ -180,9 +249,7 @@ class GatewayStack:
     async def _start(self) -> None:
         o = self.options
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.standins = await start_standins(o.replicas, hosts=o.standin_hosts, options=o.standin_options)
-        for server in self.standins:
-            self._progress(f"stand-in {server.name} serving on {server.url}")
+        await self._start_servers()
         self.write_endpoints_file(self.endpoints)
 
         self.picker_ports = PickerPorts(grpc=free_port(), health=free_port(), metrics=free_port())
@@ -196,7 +263,7 @@ class GatewayStack:
             self.subset_hint = [str(item) for item in hint]
             self.subset_hint_port = free_port()
         self.gateway_config = GatewayConfig(
-            endpoints=[HostPort(s.host, s.port) for s in self.standins],
+            endpoints=[HostPort(s.host, s.port) for s in self.servers],
             listener_port=self.listener_port,
             admin_port=self.admin_port,
             picker_port=self.picker_ports.grpc,
@@ -215,13 +282,29 @@ class GatewayStack:
         write_bootstrap(self.gateway_config, self.bootstrap_path)
         await self.start_envoy()
 
+    async def _start_servers(self) -> None:
+        o = self.options
+        if o.model_servers == "standin":
+            self.servers = list(await start_standins(o.replicas, hosts=o.standin_hosts, options=o.standin_options))
+            for server in self.servers:
+                self._progress(f"stand-in {server.name} serving on {server.url}")
+            return
+        placement = o.topology if isinstance(o.topology, Placement) else None
+        pool = SimPoolOptions(o.prefill_replicas, placement, o.time_scale, o.sim_template)
+        sims = await start_sims(o.replicas, o.standin_hosts, pool)
+        self.servers = list(sims)
+        for sim in sims:
+            where = sim.config.topology.as_string()
+            self._progress(f"simulated vLLM {sim.name} (role {sim.config.role}{', ' + where if where else ''}, "
+                           f"time scale {sim.config.time_scale:g}) serving on {sim.url}")
+
     async def stop(self, *, remove_work_dir: bool = True) -> None:
-        """Stop Envoy, the picker (both by PID) and the stand-ins. Safe to call twice."""
+        """Stop Envoy, the picker (both by PID) and the model servers. Safe to call twice."""
         if self.envoy is not None:
             await self.envoy.stop()
         if self.picker is not None:
             await self.picker.stop(grace=5.0)
-        await stop_standins(self.standins)
+        await stop_servers(self.servers)
         if remove_work_dir and self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
@@ -256,7 +339,8 @@ class GatewayStack:
         doc = {
             "pool": {"name": self.options.pool_name},
             "endpoints": [
-                {"name": e.name, "address": e.host, "port": e.port, "labels": {"role": "both"}} for e in endpoints
+                {"name": e.name, "address": e.host, "port": e.port, "labels": dict(e.labels) or {"role": "both"}}
+                for e in endpoints
             ],
         }
         tmp = self.endpoints_file.with_suffix(".tmp")
@@ -275,7 +359,7 @@ class GatewayStack:
             tls=o.picker_tls,
             health_checking=o.picker_health_check,
             log_level=o.picker_log_level,
-            max_num_of_endpoints=min(3, o.replicas) if o.pool_routing is PoolRouting.OVERRIDE_HOST else 1,
+            max_num_of_endpoints=min(3, o.total_servers) if o.pool_routing is PoolRouting.OVERRIDE_HOST else 1,
             extra_args=tuple(o.picker_extra_args),
         )
         self.picker = PickerProcess(settings, self.picker_log_path)
@@ -345,6 +429,7 @@ class GatewayStack:
             lines.append(f"subset-hint gateway {self.subset_hint_url} hint={self.subset_hint}")
         lines.append(f"picker PID {self.picker_pid} ports {self.picker_ports}")
         lines.append(f"envoy PID {self.envoy.pid if self.envoy else None} admin {self.admin_url}")
-        lines.extend(f"stand-in {e.name} {e.address}" for e in self.endpoints)
+        lines.extend(f"{'stand-in' if isinstance(s, StandinServer) else 'sim'} {s.name} {s.address}"
+                     for s in self.servers)
         return "\n".join(lines)
 

@@ -38,7 +38,7 @@ class PickerSettings:
     """Command-line settings of one picker process."""
 
     ports: PickerPorts
-    endpoints_file: Path
+    endpoints_file: Path | None  # None: the source comes from extra_args (e.g. --pool-name, --kubeconfig)
     bind_address: str = "127.0.0.1"
     tls: bool = True
     health_checking: bool = True  # gRPC health on the ext_proc port, for Envoy's active health checks
@@ -62,8 +62,6 @@ def picker_command(settings: PickerSettings) -> list[str]:
         str(settings.ports.health),
         "--metrics-port",
         str(settings.ports.metrics),
-        "--endpoints-file",
-        str(settings.endpoints_file),
         "--bind-address",
         settings.bind_address,
         "--metrics-bind-address",
@@ -71,6 +69,8 @@ def picker_command(settings: PickerSettings) -> list[str]:
         "--log-level",
         settings.log_level,
     ]
+    if settings.endpoints_file is not None:
+        command.extend(["--endpoints-file", str(settings.endpoints_file)])
     if not settings.tls:
         command.append("--no-secure-serving")
     if settings.health_checking:

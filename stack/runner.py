@@ -1,8 +1,10 @@
 """``endpoint-picker stack``: bring up the local gateway, show routing, run until Ctrl-C.
 
 Why this module exists: the fastest way to *see* the picker work is one command that starts real Envoy, the
-picker and a few model servers, sends some OpenAI requests through the gateway and prints which server
-answered each one and what the picker decided — then leaves the gateway running for ``curl``.
+picker and a few model servers (simulated vLLM servers by default, or the minimal stand-ins), sends some
+OpenAI requests through the gateway and prints which server answered each one and what the picker decided —
+then leaves the gateway running for ``curl``. On simulated servers the demo also sends one long prompt twice:
+``cached_tokens`` in the second answer's usage shows whether it landed where its prefix was cached.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from stack.access_log import AccessLogEntry, read_access_log
 from stack.envoy_bootstrap import BodyMode, FailureMode
 from stack.gateway import GatewayStack, StackOptions
 from stack.http_client import HttpResult, async_request
+from stack.model_servers import ModelServerKind
 
 
 @dataclass
@@ -35,18 +38,29 @@ def _say(message: str) -> None:
     print(f"[stack] {message}", flush=True)
 
 
-_DEMO: list[tuple[str, dict[str, Any]]] = [
-    ("/v1/completions", {"model": "standin-model", "prompt": "Say hello to the gateway", "max_tokens": 8}),
-    ("/v1/chat/completions",
-     {"model": "standin-model", "messages": [{"role": "user", "content": "Which server am I talking to?"}],
-      "max_tokens": 8}),
-    ("/v1/completions", {"model": "standin-model", "prompt": "Another prompt, another pick", "max_tokens": 4}),
-    ("/v1/chat/completions",
-     {"model": "standin-model", "messages": [{"role": "user", "content": "Stream me some tokens"}],
-      "max_tokens": 6, "stream": True, "stream_options": {"include_usage": True}}),
-    ("/v1/completions", {"model": "standin-model", "prompt": "One more for the road", "max_tokens": 4}),
-    ("/v1/embeddings", {"model": "standin-model", "input": "embed this"}),
-]
+# A prompt long enough to fill many KV blocks, so a prefix-cache hit shows in usage.cached_tokens.
+_LONG_PROMPT = " ".join(f"paragraph {i} of a long shared document about routing inference traffic." for i in range(60))
+
+
+def demo_requests(model: str, *, simulated: bool) -> list[tuple[str, dict[str, Any]]]:
+    """The demo's (path, body) pairs for servers serving ``model``."""
+    requests: list[tuple[str, dict[str, Any]]] = [
+        ("/v1/completions", {"model": model, "prompt": "Say hello to the gateway", "max_tokens": 8}),
+        ("/v1/chat/completions",
+         {"model": model, "messages": [{"role": "user", "content": "Which server am I talking to?"}],
+          "max_tokens": 8}),
+        ("/v1/completions", {"model": model, "prompt": "Another prompt, another pick", "max_tokens": 4}),
+        ("/v1/chat/completions",
+         {"model": model, "messages": [{"role": "user", "content": "Stream me some tokens"}],
+          "max_tokens": 6, "stream": True, "stream_options": {"include_usage": True}}),
+        ("/v1/completions", {"model": model, "prompt": "One more for the road", "max_tokens": 4}),
+    ]
+    if simulated:
+        long = {"model": model, "prompt": _LONG_PROMPT, "max_tokens": 4}
+        requests += [("/v1/completions", long), ("/v1/completions", long)]
+    else:
+        requests.append(("/v1/embeddings", {"model": model, "input": "embed this"}))
+    return requests
 
 
 def _summary(result: HttpResult, streaming: bool) -> str:
@@ -73,10 +87,11 @@ async def _entry(stack: GatewayStack, request_id: str, within: float = 2.0) -> A
 
 async def run_demo(stack: GatewayStack) -> int:
     """Send the demo requests; print who served each. Returns the number of failed requests."""
-    _say(f"demo: {len(_DEMO)} requests through {stack.gateway_url}")
+    demo = demo_requests(stack.model_name, simulated=bool(stack.sims))
+    _say(f"demo: {len(demo)} requests through {stack.gateway_url}")
     failures = 0
     async with aiohttp.ClientSession(auto_decompress=False) as session:
-        for path, body in _DEMO:
+        for path, body in demo:
             request_id = str(uuid.uuid4())
             streaming = bool(body.get("stream"))
             try:
@@ -105,10 +120,14 @@ def _print_usage_hint(stack: GatewayStack) -> None:
     _say("try it:")
     print(
         f"  curl -s {stack.gateway_url}/v1/completions -H 'content-type: application/json' "
-        f"-d '{{\"model\":\"standin-model\",\"prompt\":\"hi\",\"max_tokens\":5}}' -D - -o /dev/null "
+        f"-d '{{\"model\":\"{stack.model_name}\",\"prompt\":\"hi\",\"max_tokens\":5}}' -D - -o /dev/null "
         "| grep -i x-served-by",
         flush=True,
     )
+    if stack.sims:
+        _say(f"simulated servers' vLLM metrics: curl -s {stack.sims[0].url}/metrics | grep -E "
+             "'vllm:(num_requests|kv_cache|prefix_cache)'")
+    _say(f"endpoints file (labels the picker reads): {stack.endpoints_file}")
     _say(f"logs (removed on exit): envoy access {stack.access_log_path}, envoy {stack.envoy_log_path}, "
          f"picker {stack.picker_log_path}")
 
@@ -123,7 +142,13 @@ async def run_stack(options: RunnerOptions) -> int:
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     stack = GatewayStack(options.stack, progress=_say)
-    _say(f"starting {options.stack.replicas} stand-in model servers, the picker and envoy (work dir {stack.work_dir})")
+    o = options.stack
+    kind = "simulated vLLM" if o.model_servers == "sim" else "stand-in"
+    split = f" ({o.prefill_replicas} prefill + {o.replicas} decode)" if o.prefill_replicas else ""
+    _say(f"starting {o.total_servers} {kind} model servers{split}, the picker and envoy (work dir {stack.work_dir})")
+    if o.prefill_replicas:
+        _say("note: the picker does not route prefill/decode pairs yet (that comes with the scheduler); servers are "
+             "labelled llm-d.ai/role in the endpoints file and any of them may serve a whole request")
     try:
         await stack.start()
     except Exception as exc:
@@ -140,7 +165,7 @@ async def run_stack(options: RunnerOptions) -> int:
             _say("running; Ctrl-C to stop")
             await stop.wait()
     finally:
-        _say("stopping envoy, picker and stand-ins")
+        _say("stopping envoy, picker and model servers")
         await stack.stop()
         for sig in installed:
             loop.remove_signal_handler(sig)
@@ -158,10 +183,18 @@ def options_from(
     demo: bool,
     keep_running: bool,
     log_level: str = "info",
+    model_servers: ModelServerKind = "sim",
+    prefill_replicas: int = 0,
+    topology: str | None = None,
+    time_scale: float = 1.0,
 ) -> RunnerOptions:
     return RunnerOptions(
         stack=StackOptions(
             replicas=replicas,
+            model_servers=model_servers,
+            prefill_replicas=prefill_replicas,
+            topology=topology,
+            time_scale=time_scale,
             listener_port=port,
             body_mode=BodyMode(body_mode),
             failure_mode=FailureMode(failure_mode),

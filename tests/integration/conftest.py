@@ -6,7 +6,8 @@ plain functions or async functions with any loop scope and still share one gatew
 
 - ``gateway``: module-scoped, parametrised over body mode (FULL_DUPLEX_STREAMED, BUFFERED), picker TLS on,
   FailClose, 3 stand-ins. A module can change defaults with a module attribute, e.g.
-  ``GATEWAY_OPTIONS = {"failure_mode": "FailOpen", "subset_hint": lambda eps: [eps[1].address]}``.
+  ``GATEWAY_OPTIONS = {"failure_mode": "FailOpen", "subset_hint": lambda eps: [eps[1].address]}`` or
+  ``GATEWAY_OPTIONS = {"model_servers": "sim"}`` for simulated vLLM servers instead of stand-ins.
 - ``gateway_factory``: module-scoped; ``gateway_factory(body_mode=..., start_picker=False, ...)`` starts an
   extra stack with any :class:`stack.gateway.StackOptions` fields; all are stopped at module end.
 - ``fresh_gateway``: the same, function-scoped (stacks stopped when the test ends) for one-off setups.
@@ -62,6 +63,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def _options(work_dir: Path, overrides: dict[str, Any]) -> StackOptions:
     settings: dict[str, Any] = {
         "replicas": 3,
+        # Tests assert on the stand-ins' controls and records; a module asks for simulated vLLM servers with
+        # GATEWAY_OPTIONS = {"model_servers": "sim", ...} (or gateway_factory(model_servers="sim")).
+        "model_servers": "standin",
         "body_mode": BodyMode.FULL_DUPLEX_STREAMED,
         "failure_mode": FailureMode.FAIL_CLOSE,
         "picker_tls": True,

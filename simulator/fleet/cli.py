@@ -1,0 +1,207 @@
+"""``endpoint-picker fleet-sim``: run a workload against a simulated fleet under one or more routing policies.
+
+Why it exists: one command answers "how would this router do on N endpoints at R requests/s?" in seconds,
+deterministically, and prints the comparison as a markdown table (optionally JSON). Every policy sees
+the identical request sequence. Example (the skewed workload where load-awareness pays)::
+
+    endpoint-picker fleet-sim --endpoints 16 --workload mixed --rate 200 --num-requests 4000 \\
+        --policy round-robin least-loaded
+
+Wall-clock timing (simulated requests per wall second) goes to stderr: it is about the simulator, not the
+fleet, and is the only part of the output that differs between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+from simulator.engine.config import EngineConfig
+from simulator.engine.profile import BUILTIN_PROFILES, get_profile
+from simulator.fleet.arrivals import Arrivals
+from simulator.fleet.policies import POLICIES, make_policy
+from simulator.fleet.report import FleetReport, Slo, markdown_table
+from simulator.fleet.shared_prefix import SharedPrefixWorkload
+from simulator.fleet.simulation import FleetSimulation, uniform_fleet
+from simulator.fleet.synthetic import PRESETS, SyntheticWorkload
+from simulator.fleet.workload import Length, Workload
+
+__all__ = ["add_fleet_sim_arguments", "build_workload", "fleet_sim_main"]
+
+WORKLOADS = ("shared-prefix", *PRESETS)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _length(text: str) -> Length:
+    try:
+        return Length.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_fleet_sim_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``fleet-sim`` subcommand's flags."""
+    g = parser.add_argument_group("fleet and routing")
+    g.add_argument("--endpoints", type=_positive_int, default=8, help="simulated model servers (default 8)")
+    g.add_argument("--policy", nargs="+", choices=sorted(POLICIES), default=["round-robin", "least-loaded"],
+                   help="routing policies to compare, one run each (default: round-robin least-loaded)")
+    g.add_argument("--scrape-interval", type=float, default=0.0, metavar="S",
+                   help="virtual seconds between metric scrapes the policy sees (default 0 = live gauges)")
+
+    g = parser.add_argument_group("workload")
+    g.add_argument("--workload", choices=WORKLOADS, default="mixed",
+                   help="shared-prefix (inference-perf), or a synthetic preset: prefill-heavy, decode-heavy, "
+                   "mixed (90%% light / 10%% heavy requests; default)")
+    g.add_argument("--num-requests", type=_positive_int, default=2000, help="requests to send (default 2000)")
+    g.add_argument("--rate", type=float, default=None, metavar="REQ/S",
+                   help="arrival rate in requests per virtual second (default 10 x endpoints; inf = all at once)")
+    g.add_argument("--arrival", choices=("poisson", "constant"), default="poisson", help="arrival process")
+    g.add_argument("--seed", type=int, default=0, help="seed of the workload, the engines and random policies")
+    g.add_argument("--num-groups", type=_positive_int, default=10, help="shared-prefix: groups (default 10)")
+    g.add_argument("--prompts-per-group", type=_positive_int, default=10,
+                   help="shared-prefix: prompts per group (default 10)")
+    g.add_argument("--system-prompt-len", type=int, default=100, help="shared-prefix: tokens (default 100)")
+    g.add_argument("--question-len", type=_length, default=Length(50), metavar="LEN",
+                   help="shared-prefix: tokens, N or mean,std_dev[,min[,max]] (default 50)")
+    g.add_argument("--input-len", type=_length, default=None, metavar="LEN",
+                   help="prefill-heavy / decode-heavy: override the preset's prompt length")
+    g.add_argument("--output-len", type=_length, default=None, metavar="LEN",
+                   help="output tokens (shared-prefix default 50; overrides a single-class preset)")
+    g.add_argument("--heavy-fraction", type=float, default=None,
+                   help="mixed: share of heavy requests (default 0.1)")
+
+    g = parser.add_argument_group("engine (vLLM flags, as for endpoint-picker sim)")
+    g.add_argument("--profile", default="llama-3.1-8b-h100", metavar="NAME|PATH",
+                   help=f"latency profile: one of {', '.join(BUILTIN_PROFILES)} or a YAML file")
+    g.add_argument("--block-size", type=int, default=16)
+    g.add_argument("--max-num-seqs", type=int, default=1024)
+    g.add_argument("--max-num-batched-tokens", type=int, default=8192)
+    g.add_argument("--num-gpu-blocks-override", type=int, default=None)
+    g.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument("--prefix-caching-hash-algo", choices=("sha256", "sha256_cbor"), default="sha256")
+
+    g = parser.add_argument_group("report")
+    g.add_argument("--slo-ttft", type=float, default=None, metavar="S", help="TTFT bound for goodput (seconds)")
+    g.add_argument("--slo-tpot", type=float, default=None, metavar="S", help="TPOT bound for goodput (seconds)")
+    g.add_argument("--json", default=None, metavar="PATH", help="also write the reports as JSON ('-' = stdout, "
+                   "replacing the table)")
+    g.add_argument("--per-endpoint", action="store_true", help="also print requests routed per endpoint")
+
+
+def build_workload(args: argparse.Namespace) -> Workload:
+    """The workload the flags describe (ValueError on bad input)."""
+    rate = args.rate if args.rate is not None else 10.0 * args.endpoints
+    arrivals = Arrivals(rate, args.arrival)
+    if args.workload == "shared-prefix":
+        return SharedPrefixWorkload(
+            num_requests=args.num_requests,
+            arrivals=arrivals,
+            num_groups=args.num_groups,
+            num_prompts_per_group=args.prompts_per_group,
+            system_prompt_len=args.system_prompt_len,
+            question_len=args.question_len,
+            output_len=args.output_len or Length(50),
+            seed=args.seed,
+        )
+    classes = list(PRESETS[args.workload])
+    if len(classes) == 1:
+        cls = classes[0]
+        classes = [replace(cls, input_len=args.input_len or cls.input_len,
+                           output_len=args.output_len or cls.output_len)]
+    elif args.input_len or args.output_len:
+        raise ValueError(f"--input-len / --output-len apply to single-class presets, not {args.workload}")
+    if args.heavy_fraction is not None:
+        if args.workload != "mixed" or not 0 < args.heavy_fraction < 1:
+            raise ValueError("--heavy-fraction applies to --workload mixed and must be in (0, 1)")
+        light, heavy = classes
+        classes = [replace(light, weight=1 - args.heavy_fraction), replace(heavy, weight=args.heavy_fraction)]
+    return SyntheticWorkload(args.num_requests, arrivals, tuple(classes), args.seed,
+                             args.workload)
+
+
+def _engine_config(args: argparse.Namespace) -> EngineConfig:
+    return EngineConfig(
+        profile=get_profile(args.profile),
+        block_size=args.block_size,
+        num_gpu_blocks=args.num_gpu_blocks_override,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        enable_prefix_caching=args.enable_prefix_caching,
+        prefix_caching_hash_algo=args.prefix_caching_hash_algo,
+        seed=args.seed,
+    )
+
+
+def run_fleet_sim(args: argparse.Namespace) -> int:
+    try:
+        workload = build_workload(args)
+        engine = _engine_config(args)
+        slo = Slo(args.slo_ttft, args.slo_tpot)
+    except (ValueError, OSError) as exc:
+        print(f"endpoint-picker fleet-sim: {exc}", file=sys.stderr)
+        return 2
+    reports: list[FleetReport] = []
+    timings: list[str] = []
+    for name in args.policy:
+        sim = FleetSimulation(uniform_fleet(args.endpoints, engine), make_policy(name, args.seed),
+                              scrape_interval=args.scrape_interval)
+        try:
+            run = sim.run(workload.requests())
+        except ValueError as exc:
+            print(f"endpoint-picker fleet-sim: {exc}", file=sys.stderr)
+            return 2
+        timings.append(f"[fleet-sim] {name}: {len(run.records)} requests, {run.steps} engine steps, "
+                       f"{run.end_time:.1f} s simulated in {run.wall_seconds:.2f} s wall, {run.cpu_seconds:.2f} s "
+                       f"CPU ({run.requests_per_wall_second:.0f} simulated req/s wall, "
+                       f"{run.requests_per_cpu_second:.0f} per CPU second)")
+        reports.append(FleetReport.of(run, workload.name, slo))
+    doc = {"workload": workload.describe(), "endpoints": args.endpoints, "scrape_interval": args.scrape_interval,
+           "reports": [r.to_dict() for r in reports]}
+    if args.json and args.json != "-":
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.write("\n")
+    if args.json == "-":
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_tables(args, workload, reports)
+    sys.stdout.flush()
+    for line in timings:
+        print(line, file=sys.stderr)
+    return 0
+
+
+def _print_tables(args: argparse.Namespace, workload: Workload, reports: list[FleetReport]) -> None:
+    print(f"{args.endpoints} endpoints, {workload.summary()}, seed {args.seed}\n")
+    print(markdown_table(reports))
+    if args.per_endpoint:
+        print()
+        names = [f"{i}" for i in range(args.endpoints)]
+        print("| policy | " + " | ".join(names) + " |")
+        print("|---|" + "|".join("---" for _ in names) + "|")
+        for r in reports:
+            print(f"| {r.policy} | " + " | ".join(str(c) for c in r.spread.per_endpoint) + " |")
+
+
+async def fleet_sim_main(args: argparse.Namespace) -> int:
+    """The subcommand's coroutine (the simulation itself is synchronous CPU work)."""
+    return run_fleet_sim(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point: ``python -m simulator.fleet.cli``."""
+    parser = argparse.ArgumentParser(prog="endpoint-picker fleet-sim", description=__doc__.splitlines()[0])
+    add_fleet_sim_arguments(parser)
+    return run_fleet_sim(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
