@@ -1,8 +1,8 @@
 """The director: turns a parsed request into a routing decision, and owns what happens around it.
 
-Order per request: candidates (pool, narrowed by the proxy's subset hint) -> admission -> scheduling ->
-in-flight accounting -> a :class:`RoutedRequest` that follows the response. Requests without a body skip
-scheduling and get a random endpoint, as in the reference EPP.
+Order per request: objective (priority) and model rewrite -> candidates (pool, narrowed by the proxy's subset
+hint) -> admission -> scheduling -> in-flight accounting -> a :class:`RoutedRequest` that follows the response.
+Requests without a body skip the rewrite and scheduling and get a random endpoint, as in the reference EPP.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from endpoint_picker.errors import PickerError, ServiceUnavailable
 from endpoint_picker.inflight import InFlightTracker
 from endpoint_picker.lifecycle import RoutedRequest
 from endpoint_picker.metrics import PickerMetrics
-from endpoint_picker.request import InferenceRequest
+from endpoint_picker.model_rewrite import ModelRewrites
+from endpoint_picker.objectives import Objectives
+from endpoint_picker.request import MODEL_REWRITE_HEADER, InferenceRequest, rewrite_model
 from endpoint_picker.scheduling import Scheduler, SchedulingResult
 
 log = logging.getLogger(__name__)
@@ -29,8 +31,11 @@ log = logging.getLogger(__name__)
 class Director:
     def __init__(self, datastore: Datastore, scheduler: Scheduler, inflight: InFlightTracker,
                  metrics: PickerMetrics, *, honour_subset_hint: bool = True, emit_endpoint_scores: bool = False,
+                 objectives: Objectives | None = None, rewrites: ModelRewrites | None = None,
                  rng: random.Random | None = None) -> None:
         self._datastore = datastore
+        self._objectives = objectives
+        self._rewrites = rewrites
         self._scheduler = scheduler
         self._inflight = inflight
         self._metrics = metrics
@@ -50,7 +55,8 @@ class Director:
     async def route(self, request: InferenceRequest) -> RoutedRequest:
         """Pick endpoints for ``request``; raises :class:`PickerError` with the status the client should get."""
         m = self._metrics
-        mm = m.for_model(request.model)
+        self._apply_objective_and_rewrite(request)
+        mm = m.for_model(request.model, request.target_model or None)
         if request.has_body:
             mm.requests.inc()
             mm.request_sizes.observe(request.body_size)
@@ -71,6 +77,26 @@ class Director:
         if self._emit_scores and result.decision is not None:
             routed.scores = orjson.dumps(result.decision.scores_summary()).decode()
         return routed
+
+    def _apply_objective_and_rewrite(self, request: InferenceRequest) -> None:
+        """Priority from the named InferenceObjective (or the model's legacy criticality); then the model rewrite:
+        the header ``x-gateway-model-name-rewrite`` forces a target, else the pool's rewrite rules draw one."""
+        if self._objectives is not None:
+            request.priority = self._objectives.priority(request.objective, request.model)
+        if not request.has_body:
+            return
+        forced = request.headers.get(MODEL_REWRITE_HEADER)
+        if forced:
+            name, target = "header", forced
+        elif self._rewrites:
+            decision = self._rewrites.choose(request.model, self._rng)
+            if decision is None:
+                return
+            name, target = decision.rewrite_name, decision.target
+        else:
+            return
+        self._metrics.model_rewrite_decisions.labels(name, request.model, target).inc()
+        rewrite_model(request, target)
 
     def reject(self, request: InferenceRequest, error: PickerError) -> None:
         """Count a request that failed before routing (e.g. a malformed body)."""

@@ -141,6 +141,9 @@ class PickerMetrics:
                                          ["extension_point", "plugin_type", "plugin_name"],
                                          buckets=_SCHED_BUCKETS, registry=r)
         self._plugin_children: dict[tuple[str, str], Histogram] = {}
+        self.model_rewrite_decisions = Counter(
+            "inference_extension_model_rewrite_decisions", "Model rewrites applied, by rewrite and target.",
+            ["model_rewrite_name", "model_name", "target_model"], registry=r)
         self.scheduler_e2e = Histogram("inference_extension_scheduler_e2e_duration_seconds",
                                        "Time spent choosing an endpoint.", buckets=_SCHED_BUCKETS, registry=r)
         info = Gauge("inference_extension_info", "Build information.", ["commit", "build_ref"], registry=r)

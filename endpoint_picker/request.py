@@ -20,6 +20,7 @@ from endpoint_picker.errors import BadRequest
 REQUEST_ID_HEADER = "x-request-id"
 OBJECTIVE_HEADER = "x-gateway-inference-objective"
 FAIRNESS_ID_HEADER = "x-gateway-inference-fairness-id"
+MODEL_REWRITE_HEADER = "x-gateway-model-name-rewrite"
 DEFAULT_FAIRNESS_ID = "default-flow"
 
 
@@ -75,6 +76,10 @@ class InferenceRequest:
     stream: bool = False
     objective: str | None = None
     priority: int = 0  # from the InferenceObjective named by the objective header; negative = sheddable
+    # The model the server is sent when a rewrite applies ("" = none: ``model`` goes out unchanged), and the body
+    # bytes to send instead of the client's.
+    target_model: str = ""
+    rewritten_body: bytes | None = None
     fairness_id: str = DEFAULT_FAIRNESS_ID
     subset_hint: tuple[str, ...] | None = None
     generated_request_id: bool = field(default=False)
@@ -82,6 +87,11 @@ class InferenceRequest:
     @property
     def has_body(self) -> bool:
         return self.body is not None
+
+    @property
+    def served_model(self) -> str:
+        """The model name the model server sees: the rewrite target if there is one, else the client's."""
+        return self.target_model or self.model
 
     @property
     def estimated_input_tokens(self) -> int:
@@ -132,3 +142,12 @@ def attach_body(request: InferenceRequest, raw: bytes) -> None:
     request.model = model
     request.body = body
     request.stream = body.get("stream") is True
+
+
+def rewrite_model(request: InferenceRequest, target: str) -> None:
+    """Send ``request`` to model ``target``: its body's ``model`` is replaced and the body re-serialised once."""
+    if request.body is None or not target or target == request.model:
+        return
+    request.target_model = target
+    request.body["model"] = target
+    request.rewritten_body = orjson.dumps(request.body)

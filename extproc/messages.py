@@ -62,10 +62,29 @@ def route_in_headers(destination: str, extra_headers: tuple[tuple[str, str], ...
 
 
 def route_in_body(destination: str, extra_headers: tuple[tuple[str, str], ...] = (),
-                  scores: str | None = None) -> ProcessingResponse:
-    """The request-body answer that routes in BUFFERED mode (header mutations in a body response)."""
+                  scores: str | None = None, body: bytes | None = None) -> ProcessingResponse:
+    """The request-body answer that routes in BUFFERED mode (header mutations in a body response).
+
+    ``body``: replace the request body (a model rewrite) and set the matching ``content-length``, without which
+    Envoy rejects a body mutation when it has sent the request headers.
+    """
     resp = ProcessingResponse()
+    if body is not None:
+        extra_headers = (*extra_headers, ("content-length", str(len(body))))
+        resp.request_body.response.body_mutation.body = body
     _set_destination(resp.request_body.response, resp, destination, extra_headers, scores)
+    return resp
+
+
+def replace_response_body(body: bytes) -> ProcessingResponse:
+    """A BUFFERED response-body answer that replaces the body, with the matching ``content-length``."""
+    resp = ProcessingResponse()
+    common = resp.response_body.response
+    common.body_mutation.body = body
+    opt = common.header_mutation.set_headers.add()
+    opt.header.key = "content-length"
+    opt.header.raw_value = str(len(body)).encode()
+    opt.append_action = _OVERWRITE
     return resp
 
 

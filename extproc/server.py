@@ -9,6 +9,7 @@ gives in-flight ones a bounded grace period.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,7 @@ class ExtProcServer:
         self._health = [health_aio.HealthServicer()]
         self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         health_pb2_grpc.add_HealthServicer_to_server(self._health[0], self._health_server)
-        reflected = [
+        self._reflected = [
             external_processor_pb2.DESCRIPTOR.services_by_name["ExternalProcessor"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
@@ -71,11 +72,24 @@ class ExtProcServer:
             extra = health_aio.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(extra, self._server)
             self._health.append(extra)
-        reflection.enable_server_reflection(reflected, self._server)
+        self._on_drain: list[Callable[[], None]] = []
         self.grpc_port = 0
         self.health_port = 0
 
+    def add_service(self, register: Callable[[grpc.aio.Server], None], service_name: str,
+                    on_drain: Callable[[], None] | None = None) -> None:
+        """Serve another service on the ext_proc port (before :meth:`start`); reflection lists it.
+
+        ``register`` adds the servicer to the server (a generated ``add_*Servicer_to_server`` bound to it);
+        ``on_drain`` is called when draining starts, e.g. to end long-lived streams the grace would wait for.
+        """
+        register(self._server)
+        self._reflected.append(service_name)
+        if on_drain is not None:
+            self._on_drain.append(on_drain)
+
     async def start(self) -> None:
+        reflection.enable_server_reflection(self._reflected, self._server)
         o = self._options
         address = f"{o.bind_address}:{o.grpc_port}"
         if o.secure_serving:
@@ -98,6 +112,8 @@ class ExtProcServer:
     async def drain(self, grace: float) -> None:
         """Stop taking new streams; give in-flight ones ``grace`` seconds, then cancel them."""
         await self.set_ready(False)
+        for hook in self._on_drain:
+            hook()
         log.info("draining: %d streams in flight, grace %.1fs", self.servicer.active_streams, grace)
         await self._server.stop(grace)
         await self._health_server.stop(0)

@@ -12,6 +12,10 @@ the first message's ``protocol_config``:
   metadata ride on the body response (the one place BUFFERED applies header mutations).
 * NONE, or a request that ends with its headers: routed on the headers (no body means no scheduling).
 
+When the director rewrote the request's model (an InferenceModelRewrite), the rewritten body is what goes out:
+re-chunked in FULL_DUPLEX_STREAMED, a ``body_mutation`` with the matching ``content-length`` in BUFFERED. The
+response's ``"model"`` members then get the client's name back (:mod:`extproc.model_name_restore`) as they pass.
+
 Bad input is answered with an ImmediateResponse carrying a JSON error and a real status; after that every
 further message is ignored. Unsupported modes are a protocol error (the servicer turns it into
 INVALID_ARGUMENT) rather than a mis-sequenced answer.
@@ -38,6 +42,7 @@ from extproc.constants import (
     SUBSET_HINT_KEY,
     SUBSET_HINT_NAMESPACE,
 )
+from extproc.model_name_restore import ModelNameRestorer
 from extproc.response_observer import ResponseObserver
 
 log = logging.getLogger(__name__)
@@ -67,7 +72,7 @@ class Session:
     """State for one stream. :meth:`handle` returns the answers to send for each message, in order."""
 
     __slots__ = ("_body", "_body_size", "_clock", "_director", "_max_body", "_observer", "_phase",
-                 "_request", "_request_mode", "_response_mode", "_routed", "_saw_trailers")
+                 "_request", "_request_mode", "_response_mode", "_restorer", "_routed", "_saw_trailers")
 
     def __init__(self, director: Director, *, max_body_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._director = director
@@ -82,6 +87,7 @@ class Session:
         self._body_size = 0
         self._saw_trailers = False
         self._observer: ResponseObserver | None = None
+        self._restorer: ModelNameRestorer | None = None  # set when the request's model was rewritten
 
     @property
     def routed(self) -> RoutedRequest | None:
@@ -184,14 +190,16 @@ class Session:
         self._phase = _Phase.ROUTED
         extra = ((REQUEST_ID_HEADER, request.request_id),) if request.generated_request_id else ()
         destination = routed.destination
+        rewritten = request.rewritten_body  # set when a model rewrite changed the body's "model"
         if not in_body or self._request_mode == FULL_DUPLEX_STREAMED:
             out = [messages.route_in_headers(destination, extra, routed.scores)]
             if in_body:
-                out.extend(messages.streamed_chunks(body, request=True, end_of_stream=not self._saw_trailers))
+                out.extend(messages.streamed_chunks(body if rewritten is None else rewritten, request=True,
+                                                    end_of_stream=not self._saw_trailers))
                 if self._saw_trailers:
                     out.append(messages.REQUEST_TRAILERS_CONTINUE)
             return tuple(out)
-        return (messages.route_in_body(destination, extra, routed.scores),)
+        return (messages.route_in_body(destination, extra, routed.scores, body=rewritten),)
 
     def _reject(self, error: PickerError, *, counted: bool = False) -> tuple[ProcessingResponse, ...]:
         self._phase = _Phase.REJECTED
@@ -220,6 +228,9 @@ class Session:
             routed.on_response_headers(status, _served_endpoint(msg))
             streaming = "text/event-stream" in content_type or routed.request.stream
             self._observer = ResponseObserver(streaming)
+            request = routed.request
+            if request.target_model and request.target_model != request.model and self._response_mode != NONE:
+                self._restorer = ModelNameRestorer(request.target_model, request.model)
             # With response body mode NONE nothing more arrives: the headers are all we will see.
             if headers.end_of_stream or self._response_mode == NONE:
                 self._finish()
@@ -231,12 +242,25 @@ class Session:
             observer.feed(chunk, self._clock())
         if end_of_stream:
             self._finish()
+        restorer = self._restorer
         if self._response_mode == FULL_DUPLEX_STREAMED:
+            if restorer is not None:
+                chunk = restorer.feed(chunk, end_of_stream)
             return messages.streamed_chunks(chunk, request=False, end_of_stream=end_of_stream)
+        if restorer is not None:  # BUFFERED: the whole body in one message
+            restored = restorer.feed(chunk, True)
+            if restored != chunk:
+                return (messages.replace_response_body(restored),)
         return (messages.RESPONSE_BODY_CONTINUE,)
 
-    def _on_response_trailers(self) -> tuple[ProcessingResponse, ...]:
+    def _on_response_trailers(self) -> tuple[ProcessingResponse, ...] | list[ProcessingResponse]:
         self._finish()
+        restorer = self._restorer
+        if restorer is not None and self._response_mode == FULL_DUPLEX_STREAMED:
+            held = restorer.feed(b"", True)  # bytes held back for a possible split match: send before trailers
+            if held:
+                return [*messages.streamed_chunks(held, request=False, end_of_stream=False),
+                        messages.RESPONSE_TRAILERS_CONTINUE]
         return (messages.RESPONSE_TRAILERS_CONTINUE,)
 
     def _finish(self) -> None:

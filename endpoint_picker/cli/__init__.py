@@ -35,6 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_arguments(sim_parser)
     sim_parser.set_defaults(run=sim_main)
 
+    from simulator.fleet.cli import add_fleet_sim_arguments, fleet_sim_main
+
+    fleet_parser = sub.add_parser("fleet-sim", help="compare routing policies on a simulated fleet in virtual time",
+                                  description="Run a workload against N simulated engines (no sockets, virtual "
+                                  "time) under each routing policy and print TTFT/TPOT/throughput/cache-hit tables.")
+    add_fleet_sim_arguments(fleet_parser)
+    fleet_parser.set_defaults(run=fleet_sim_main)
+
+    from picker_api.cli import add_subcommands as add_api_subcommands
+
+    add_api_subcommands(sub)  # explain, state, decisions: clients of the picker API on the ext_proc port
+
     stack_parser = sub.add_parser("stack", help="run a local gateway: real Envoy + picker + model servers",
                                   description="Bring up a real Envoy, the picker and N local model servers, "
                                   "show requests being routed, and stop everything on Ctrl-C.")

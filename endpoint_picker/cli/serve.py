@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 from pathlib import Path
 
+from endpoint_picker.cli import discovery
 from endpoint_picker.config_error import ConfigError
 from endpoint_picker.datalayer import MetricsStore
 from endpoint_picker.datastore import Datastore
-from endpoint_picker.datastore.static_file import StaticFileSource
 from endpoint_picker.decisions import DecisionLog
 from endpoint_picker.director import Director
 from endpoint_picker.inflight import InFlightTracker
@@ -66,8 +65,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="directory holding tls.crt and tls.key for the ext_proc port")
     p.add_argument("--health-checking", type=_bool, nargs="?", const=True, default=False,
                    help="also serve gRPC health on the ext_proc port (for proxy active health checks)")
-    p.add_argument("--endpoints-file", type=Path, required=True,
-                   help="YAML file listing the pool's endpoints (re-read when it changes)")
     p.add_argument("--disable-endpoint-subset-filter", type=_bool, nargs="?", const=True, default=False,
                    help="ignore the proxy's subset hint (envoy.lb.subset_hint)")
     config = p.add_mutually_exclusive_group()
@@ -93,11 +90,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="on SIGTERM, seconds in-flight streams get to finish (default 30)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    discovery.add_arguments(p)
 
 
 async def run(args: argparse.Namespace) -> int:
     # Imported here: extproc pulls in grpc, which the rest of endpoint_picker never needs.
     from extproc.server import ExtProcServer, ServerOptions
+    from picker_api.servicer import PickerApiServicer
 
     if args.cert_path is not None and not args.secure_serving:
         raise ConfigError("--cert-path", "given together with --secure-serving=false")
@@ -107,11 +106,7 @@ async def run(args: argparse.Namespace) -> int:
                 raise ConfigError("--cert-path", f"{args.cert_path / name} does not exist")
 
     datastore = Datastore()
-    source = StaticFileSource(args.endpoints_file, datastore)
-    try:
-        source.load()
-    except OSError as exc:
-        raise ConfigError("--endpoints-file", f"cannot read {args.endpoints_file}: {exc.strerror}") from None
+    source = discovery.Discovery(args, datastore)  # validates the source flags
 
     inflight = InFlightTracker()
     metrics = PickerMetrics(inflight, datastore)
@@ -123,7 +118,8 @@ async def run(args: argparse.Namespace) -> int:
                                    plugin_timer=metrics.time_plugin)
     director = Director(datastore, scheduler, inflight, metrics,
                         honour_subset_hint=not args.disable_endpoint_subset_filter,
-                        emit_endpoint_scores=args.emit_endpoint_scores)
+                        emit_endpoint_scores=args.emit_endpoint_scores, objectives=source.objectives,
+                        rewrites=source.rewrites)
     server = ExtProcServer(director, ServerOptions(
         grpc_port=args.grpc_port,
         grpc_health_port=args.grpc_health_port,
@@ -135,6 +131,8 @@ async def run(args: argparse.Namespace) -> int:
         grpc_max_recv_msg_size=args.grpc_max_recv_msg_size,
         grpc_max_send_msg_size=args.grpc_max_send_msg_size,
     ))
+    api = PickerApiServicer(datastore, scheduler, inflight, store, staleness_threshold=args.metrics_staleness_threshold)
+    server.add_service(api.register, api.SERVICE_NAME, on_drain=api.close)  # explain/state API on the ext_proc port
     metrics_server = MetricsServer(metrics, args.metrics_bind_address, args.metrics_port, decisions)
 
     stop = asyncio.Event()
@@ -142,20 +140,19 @@ async def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    await source.start()  # loads the endpoints file or connects to the API server
     await metrics_server.start()
     await server.start()
-    watcher = asyncio.create_task(source.run(), name="endpoints-file-watch")
-    await server.set_ready(datastore.synced)
+    source.run_background(server.set_ready)
     log.info("serving %d endpoints of pool %s; metrics on :%d", len(datastore.endpoints()), datastore.pool.name,
              metrics_server.port)
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
+        await source.stop_readiness()  # NOT_SERVING stays; with HA the Lease is released for a standby
         await server.drain(args.drain_timeout)
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await source.shutdown()
         await metrics_server.stop()
     return 0
 

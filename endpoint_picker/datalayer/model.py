@@ -1,7 +1,12 @@
 """Immutable per-endpoint metric snapshots and the store that holds the latest one per endpoint.
 
 Scrapers write whole snapshots; schedulers read them without locks. A snapshot carries the time it was
-scraped, so staleness is an input to scheduling (stale counts as saturated) rather than a silent error.
+scraped, so staleness is an input to scheduling rather than a silent error.
+
+Stale = saturated: a failed scrape writes nothing, so the endpoint's last snapshot simply ages. Readers
+decide with :func:`is_stale` (missing metrics are stale too) and must then treat the endpoint as saturated
+-- scorers give it their worst score, saturation detectors count it as 100 % used, filters drop it (unless
+that would drop everyone) -- never as idle, which is what zeros from a dead endpoint would look like.
 """
 
 from __future__ import annotations
@@ -29,6 +34,17 @@ class EndpointMetrics:
 
     def age(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self.scraped_at
+
+
+def is_stale(metrics: EndpointMetrics | None, now: float, threshold: float) -> bool:
+    """True when ``metrics`` is missing or older than ``threshold`` seconds at ``now`` (``time.monotonic()``).
+
+    A threshold <= 0 turns the age check off (only missing metrics are stale). Stale means saturated: see
+    the module docstring.
+    """
+    if metrics is None:
+        return True
+    return threshold > 0 and now - metrics.scraped_at > threshold
 
 
 class MetricsStore:
