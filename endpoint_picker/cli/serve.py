@@ -15,7 +15,7 @@ from pathlib import Path
 
 from endpoint_picker.cli import discovery
 from endpoint_picker.config_error import ConfigError
-from endpoint_picker.datalayer import MetricsStore
+from endpoint_picker.datalayer import EngineMappings, MetricsScraper, MetricsStore, ScrapeSource, ScrapeStatsCollector
 from endpoint_picker.datastore import Datastore
 from endpoint_picker.decisions import DecisionLog
 from endpoint_picker.director import Director
@@ -23,6 +23,8 @@ from endpoint_picker.inflight import InFlightTracker
 from endpoint_picker.metrics import PickerMetrics
 from endpoint_picker.metrics_server import MetricsServer
 from endpoint_picker.scheduling import FrameworkScheduler, SchedulerConfig, default_config, load_config_text
+from endpoint_picker.scheduling.plugins._durations import parse_duration
+from endpoint_picker.scheduling.plugins.data_layer_plugins import CoreMetricsExtractor, MetricsDataSource
 
 log = logging.getLogger("endpoint_picker.serve")
 
@@ -40,6 +42,19 @@ def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value < 65536:
         raise argparse.ArgumentTypeError(f"port {value} out of range 0..65535")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = parse_duration(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration, got {text!r}")
     return value
 
 
@@ -77,6 +92,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--emit-endpoint-scores", type=_bool, nargs="?", const=True, default=False,
                    help="send each endpoint's total score to the proxy as envoy.lb metadata "
                    "x-gateway-destination-endpoint-scores")
+    p.add_argument("--refresh-metrics-interval", type=_duration, default=0.05,
+                   help="how often every endpoint's /metrics is scraped (Go duration or seconds; default 50ms)")
+    p.add_argument("--metrics-scrape-timeout", type=_duration, default=1.0,
+                   help="how long one scrape may take (default 1s)")
     p.add_argument("--metrics-staleness-threshold", type=float, default=2.0,
                    help="seconds after which an endpoint's scraped metrics count as stale, i.e. saturated")
     p.add_argument("--decision-log-size", type=_positive_int, default=2048,
@@ -113,7 +132,10 @@ async def run(args: argparse.Namespace) -> int:
     store = MetricsStore()
     datastore.on_removed(store.forget)
     decisions = DecisionLog(args.decision_log_size)
-    scheduler = FrameworkScheduler(load_scheduler_config(args), inflight, store, decisions,
+    scheduler_config = load_scheduler_config(args)
+    scraper = build_scraper(args, scheduler_config, datastore, store)
+    metrics.registry.register(ScrapeStatsCollector(scraper.stats))
+    scheduler = FrameworkScheduler(scheduler_config, inflight, store, decisions,
                                    staleness_threshold=args.metrics_staleness_threshold,
                                    plugin_timer=metrics.time_plugin)
     director = Director(datastore, scheduler, inflight, metrics,
@@ -142,6 +164,7 @@ async def run(args: argparse.Namespace) -> int:
 
     await source.start()  # loads the endpoints file or connects to the API server
     await metrics_server.start()
+    scrape_task = asyncio.create_task(scraper.run(), name="metrics-scraper")
     await server.start()
     source.run_background(server.set_ready)
     log.info("serving %d endpoints of pool %s; metrics on :%d", len(datastore.endpoints()), datastore.pool.name,
@@ -153,6 +176,8 @@ async def run(args: argparse.Namespace) -> int:
         await source.stop_readiness()  # NOT_SERVING stays; with HA the Lease is released for a standby
         await server.drain(args.drain_timeout)
         await source.shutdown()
+        scrape_task.cancel()
+        await asyncio.gather(scrape_task, return_exceptions=True)
         await metrics_server.stop()
     return 0
 
@@ -174,3 +199,21 @@ def load_scheduler_config(args: argparse.Namespace) -> SchedulerConfig:
             if profile.picker is not None and hasattr(profile.picker, "max_endpoints"):
                 profile.picker.max_endpoints = args.max_num_of_endpoints
     return config
+
+
+def build_scraper(args: argparse.Namespace, config: SchedulerConfig, datastore: Datastore,
+                  store: MetricsStore) -> MetricsScraper:
+    """The metrics scraper, shaped by the config's metrics-data-source and core-metrics-extractor plugins."""
+    source = next((p.params for p in config.plugins.values() if isinstance(p, MetricsDataSource)), None)
+    extractor = next((p.params for p in config.plugins.values() if isinstance(p, CoreMetricsExtractor)), None)
+    mappings = None
+    if extractor is not None:
+        mappings = EngineMappings.from_params({
+            "engineLabelKey": extractor.engine_label_key,
+            "defaultEngine": extractor.default_engine,
+            "engineConfigs": extractor.engine_configs,
+        })
+    return MetricsScraper(
+        datastore, store, interval=args.refresh_metrics_interval, timeout=args.metrics_scrape_timeout,
+        source=ScrapeSource(source.scheme, source.path, source.insecure_skip_verify) if source else None,
+        mappings=mappings)

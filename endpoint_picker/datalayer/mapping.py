@@ -39,6 +39,7 @@ __all__ = [
     "BUILTIN_ENGINE_MAPPINGS",
     "DEFAULT_ENGINE",
     "ENGINE_TYPE_LABEL",
+    "DataLayerConfigError",
     "EngineMappings",
     "MetricMapping",
     "MetricSpec",
@@ -49,6 +50,23 @@ ENGINE_TYPE_LABEL = "inference.networking.k8s.io/engine-type"
 DEFAULT_ENGINE = "vllm"
 # Upstream reserves this name for the fallback entry of its mapping registry.
 _RESERVED_ENGINE = "default"
+
+class DataLayerConfigError(ValueError):
+    """Invalid data-layer parameters; ``field`` is the dotted path of the offending key (e.g.
+    ``engineConfigs[1].kvUsageSpec``, prefixed with the caller's ``where``), ``message`` what is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+def _at(where: str, key: str) -> str:
+    """``where.key`` (``key`` alone when ``where`` is empty; ``where[i]`` when key is an index)."""
+    if not where:
+        return key
+    return f"{where}{key}" if key.startswith("[") else f"{where}.{key}"
+
 
 _NAME_RE = re.compile(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*")
 _MATCHER_RE = re.compile(
@@ -135,31 +153,31 @@ class MetricMapping:
     def from_dict(cls, entry: Mapping[str, Any], where: str = "engineConfig") -> MetricMapping:
         """Build from an upstream-style ``engineConfigs[]`` entry (its ``name`` key is ignored here).
 
-        Raises ValueError naming the offending key as ``<where>.<key>``.
+        Raises :class:`DataLayerConfigError` naming the offending key as ``<where>.<key>``.
         """
         if not isinstance(entry, Mapping):
-            raise ValueError(f"{where}: must be a mapping")
+            raise DataLayerConfigError(where, "must be a mapping")
         kwargs: dict[str, Any] = {}
         for key, value in entry.items():
             if key == "name":
                 continue
             attr = _KEYS.get(key)
             if attr is None:
-                raise ValueError(f"{where}.{key}: unknown key (expected one of {sorted([*_KEYS, 'name'])})")
+                raise DataLayerConfigError(_at(where, key), f"unknown key (expected one of {sorted([*_KEYS, 'name'])})")
             if value is None:
                 value = ""
             if not isinstance(value, str):
-                raise ValueError(f"{where}.{key}: must be a string")
+                raise DataLayerConfigError(_at(where, key), "must be a string")
             if attr in _LABEL_ATTRS:
                 if value and re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", value) is None:
-                    raise ValueError(f"{where}.{key}: {value!r} is not a valid label name")
+                    raise DataLayerConfigError(_at(where, key), f"{value!r} is not a valid label name")
                 if value:
                     kwargs[attr] = value
                 continue
             try:
                 kwargs[attr] = MetricSpec.parse(value)
             except ValueError as exc:
-                raise ValueError(f"{where}.{key}: {exc}") from None
+                raise DataLayerConfigError(_at(where, key), str(exc)) from None
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, str]:
@@ -197,14 +215,14 @@ _LABEL_ATTRS = frozenset({"cache_block_size_label", "cache_num_blocks_label"})
 
 
 def engine_config_from_dict(entry: Mapping[str, Any], where: str = "engineConfigs[0]") -> tuple[str, MetricMapping]:
-    """An upstream ``engineConfigs[]`` entry -> (engine name, mapping). Raises ValueError naming the key."""
+    """An upstream ``engineConfigs[]`` entry -> (engine name, mapping). Raises :class:`DataLayerConfigError`."""
     if not isinstance(entry, Mapping):
-        raise ValueError(f"{where}: must be a mapping with a 'name'")
+        raise DataLayerConfigError(where, "must be a mapping with a 'name'")
     name = entry.get("name")
     if not isinstance(name, str) or not name:
-        raise ValueError(f"{where}.name: required, a non-empty string")
+        raise DataLayerConfigError(_at(where, "name"), "required, a non-empty string")
     if name == _RESERVED_ENGINE:
-        raise ValueError(f"{where}.name: {_RESERVED_ENGINE!r} is reserved")
+        raise DataLayerConfigError(_at(where, "name"), f"{_RESERVED_ENGINE!r} is reserved")
     return name, MetricMapping.from_dict(entry, where)
 
 
@@ -262,8 +280,8 @@ class EngineMappings:
 
     def __post_init__(self) -> None:
         if self.default_engine not in self.engines:
-            raise ValueError(f"defaultEngine {self.default_engine!r} not found in engineConfigs "
-                             f"(known: {sorted(self.engines)})")
+            raise DataLayerConfigError("defaultEngine", f"{self.default_engine!r} not found in engineConfigs "
+                                       f"(known: {sorted(self.engines)})")
         object.__setattr__(self, "engines", MappingProxyType(dict(self.engines)))
 
     def engine_of(self, endpoint: Endpoint) -> str:
@@ -278,34 +296,35 @@ class EngineMappings:
     def from_params(cls, params: Mapping[str, Any] | None, where: str = "parameters") -> EngineMappings:
         """From ``core-metrics-extractor`` parameters: ``engineLabelKey``, ``defaultEngine``, ``engineConfigs``.
 
-        User entries replace built-in entries of the same name; the other built-ins stay. Raises ValueError
-        naming the offending key (e.g. ``parameters.engineConfigs[1].kvUsageSpec``).
+        User entries replace built-in entries of the same name; the other built-ins stay. Raises
+        :class:`DataLayerConfigError` naming the offending key (``where=""`` gives e.g.
+        ``engineConfigs[1].kvUsageSpec``, relative to the plugin's parameters).
         """
         params = params or {}
         if not isinstance(params, Mapping):
-            raise ValueError(f"{where}: must be a mapping")
+            raise DataLayerConfigError(where, "must be a mapping")
         unknown = set(params) - {"engineLabelKey", "defaultEngine", "engineConfigs"}
         if unknown:
-            raise ValueError(f"{where}.{sorted(unknown)[0]}: unknown key "
-                             "(expected engineLabelKey, defaultEngine, engineConfigs)")
+            raise DataLayerConfigError(_at(where, sorted(unknown)[0]),
+                                       "unknown key (expected engineLabelKey, defaultEngine, engineConfigs)")
         label_key = params.get("engineLabelKey") or ENGINE_TYPE_LABEL
         if not isinstance(label_key, str):
-            raise ValueError(f"{where}.engineLabelKey: must be a string")
+            raise DataLayerConfigError(_at(where, "engineLabelKey"), "must be a string")
         default = params.get("defaultEngine") or DEFAULT_ENGINE
         if not isinstance(default, str):
-            raise ValueError(f"{where}.defaultEngine: must be a string")
+            raise DataLayerConfigError(_at(where, "defaultEngine"), "must be a string")
         entries = params.get("engineConfigs") or []
         if not isinstance(entries, list):
-            raise ValueError(f"{where}.engineConfigs: must be a list")
+            raise DataLayerConfigError(_at(where, "engineConfigs"), "must be a list")
         engines = dict(BUILTIN_ENGINE_MAPPINGS)
         seen: set[str] = set()
         for i, entry in enumerate(entries):
-            name, mapping = engine_config_from_dict(entry, f"{where}.engineConfigs[{i}]")
+            name, mapping = engine_config_from_dict(entry, _at(where, f"engineConfigs[{i}]"))
             if name in seen:
-                raise ValueError(f"{where}.engineConfigs[{i}].name: engine {name!r} defined twice")
+                raise DataLayerConfigError(_at(where, f"engineConfigs[{i}].name"), f"engine {name!r} defined twice")
             seen.add(name)
             engines[name] = mapping
         if default not in engines:
-            raise ValueError(f"{where}.defaultEngine: {default!r} not found in engineConfigs "
-                             f"(known: {sorted(engines)})")
+            raise DataLayerConfigError(_at(where, "defaultEngine"),
+                                       f"{default!r} not found in engineConfigs (known: {sorted(engines)})")
         return cls(engines, default, label_key)

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from endpoint_picker.datalayer.extract import MetricsExtractor
-from endpoint_picker.datalayer.mapping import EngineMappings, MetricMapping
+from endpoint_picker.datalayer.mapping import DataLayerConfigError, EngineMappings, MetricMapping, _at
 from endpoint_picker.datalayer.model import EndpointMetrics, MetricsStore
 from endpoint_picker.datalayer.promtext import PromParseError, ScanHints
 from endpoint_picker.datalayer.stats import ScrapeStats
@@ -76,30 +76,31 @@ class ScrapeSource:
 
     def __post_init__(self) -> None:
         if self.scheme not in ("http", "https"):
-            raise ValueError(f"scheme must be http or https, not {self.scheme!r}")
+            raise DataLayerConfigError("scheme", f"must be http or https, not {self.scheme!r}")
         if not self.path.startswith("/") or any(c in self.path for c in " \r\n"):
-            raise ValueError(f"path must start with '/' and hold no blanks: {self.path!r}")
+            raise DataLayerConfigError("path", f"must start with '/' and hold no blanks: {self.path!r}")
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None, where: str = "parameters") -> ScrapeSource:
-        """From ``metrics-data-source`` parameters (``scheme``, ``path``, ``insecureSkipVerify``)."""
+        """From ``metrics-data-source`` parameters (``scheme``, ``path``, ``insecureSkipVerify``); raises
+        :class:`DataLayerConfigError` naming the key."""
         params = params or {}
         if not isinstance(params, Mapping):
-            raise ValueError(f"{where}: must be a mapping")
+            raise DataLayerConfigError(where, "must be a mapping")
         keys = {"scheme": "scheme", "path": "path", "insecureSkipVerify": "insecure_skip_verify"}
         kwargs: dict[str, Any] = {}
         for key, value in params.items():
             attr = keys.get(key)
             if attr is None:
-                raise ValueError(f"{where}.{key}: unknown key (expected one of {sorted(keys)})")
+                raise DataLayerConfigError(_at(where, key), f"unknown key (expected one of {sorted(keys)})")
             expected = bool if attr == "insecure_skip_verify" else str
             if not isinstance(value, expected):
-                raise ValueError(f"{where}.{key}: must be a {expected.__name__}")
+                raise DataLayerConfigError(_at(where, key), f"must be a {expected.__name__}")
             kwargs[attr] = value
         try:
             return cls(**kwargs)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
+        except DataLayerConfigError as exc:
+            raise DataLayerConfigError(_at(where, exc.field), exc.message) from None
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if self.scheme != "https":
@@ -479,12 +480,20 @@ class _Target:
         before = set(self._missing)
         now = set(missing)
         self._missing = missing
-        if now - before:
-            log.warning("%s (%s): no usable series for %s on its /metrics (engine mapping %r); keeping the last "
-                        "values", self.key, self.endpoint.name, sorted(now - before),
-                        self._scraper.mappings.engine_of(self.endpoint))
+        gone = now - before
+        if gone:
+            # Queue, running and KV signals matter to every scorer; LoRA, cache geometry and prefix counters
+            # are often simply not enabled on the server (e.g. vLLM without --enable-lora).
+            level = logging.WARNING if gone - _OPTIONAL_SIGNALS else logging.DEBUG
+            log.log(level, "%s (%s): no usable series for %s on its /metrics (engine mapping %r); keeping the "
+                    "last values", self.key, self.endpoint.name, sorted(gone),
+                    self._scraper.mappings.engine_of(self.endpoint))
         if before - now:
             log.info("%s (%s): series for %s found again", self.key, self.endpoint.name, sorted(before - now))
+
+
+_OPTIONAL_SIGNALS = frozenset({"lora", "cache_info", "cache_block_size", "cache_num_blocks", "prefix_cache_queries",
+                               "prefix_cache_hits"})
 
 
 class MetricsScraper:

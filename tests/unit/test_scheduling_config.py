@@ -161,3 +161,11 @@ def test_errors_name_the_field(text: str, field: str, fragment: str) -> None:
     assert info.value.field == field, str(info.value)
     assert fragment in info.value.message
     assert str(info.value).startswith(f"cfg.yaml: {field}: ")
+
+
+def test_a_bad_engine_mapping_stops_the_config_naming_the_field() -> None:
+    text = ("plugins: [{type: core-metrics-extractor, parameters: {engineConfigs: "
+            "[{name: vllm, kvUsageSpec: 'not a {metric'}]}}]")
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text)
+    assert info.value.field.startswith("plugins[0].parameters.engineConfigs[0]")

@@ -46,6 +46,17 @@ class CoreMetricsExtractorParams:
     default_engine: str = "vllm"
     engine_configs: list[dict[str, Any]] = field(default_factory=list)
 
+    def check(self) -> None:
+        # Build the mappings once here so a bad engineConfigs entry stops the picker at start, field named.
+        from endpoint_picker.datalayer.mapping import DataLayerConfigError, EngineMappings
+
+        try:
+            EngineMappings.from_params({"engineLabelKey": self.engine_label_key,
+                                        "defaultEngine": self.default_engine,
+                                        "engineConfigs": self.engine_configs}, where="")
+        except DataLayerConfigError as exc:
+            raise ParamError(exc.field or "engineConfigs", exc.message) from None
+
 
 @register()
 class CoreMetricsExtractor(ConfigOnlyPlugin):

@@ -11,6 +11,7 @@ import pytest
 from endpoint_picker.datalayer import (
     BUILTIN_ENGINE_MAPPINGS,
     ENGINE_TYPE_LABEL,
+    DataLayerConfigError,
     EngineMappings,
     MetricMapping,
     MetricSpec,
@@ -142,8 +143,12 @@ def test_core_metrics_extractor_parameters() -> None:
     ({"engineLabel": "x"}, "parameters.engineLabel"),
 ])
 def test_bad_parameters_name_the_field(params: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=f"^{message}"):
+    with pytest.raises(DataLayerConfigError, match=f"^{message}"):
         EngineMappings.from_params(params)
+    # Relative to the plugin's parameters, for the config loader's own error type.
+    with pytest.raises(DataLayerConfigError) as info:
+        EngineMappings.from_params(params, where="")
+    assert info.value.field == message.replace("\\", "").removeprefix("parameters.")
 
 
 def test_metrics_data_source_parameters() -> None:
@@ -155,8 +160,9 @@ def test_metrics_data_source_parameters() -> None:
     context = source.ssl_context()
     assert context is not None and context.check_hostname
     assert ScrapeSource().ssl_context() is None
-    for params, field in (({"scheme": "ftp"}, "parameters"), ({"path": "metrics"}, "parameters"),
+    for params, field in (({"scheme": "ftp"}, "parameters.scheme"), ({"path": "metrics"}, "parameters.path"),
                           ({"insecureSkipVerify": "yes"}, "parameters.insecureSkipVerify"),
                           ({"port": 1}, "parameters.port")):
-        with pytest.raises(ValueError, match=f"^{re.escape(field)}"):
+        with pytest.raises(DataLayerConfigError, match=f"^{re.escape(field)}:") as info:
             ScrapeSource.from_params(params)
+        assert info.value.field == field
