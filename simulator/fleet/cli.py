@@ -14,14 +14,18 @@ fleet, and is the only part of the output that differs between runs.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from dataclasses import replace
 
+from endpoint_picker.config_error import ConfigError
 from simulator.engine.config import EngineConfig
 from simulator.engine.profile import BUILTIN_PROFILES, get_profile
 from simulator.fleet.arrivals import Arrivals
+from simulator.fleet.picker_policy import PICKER_POLICIES, PickerPolicy, config_policy
 from simulator.fleet.policies import POLICIES, make_policy
+from simulator.fleet.policy import RoutingPolicy
 from simulator.fleet.report import FleetReport, Slo, markdown_table
 from simulator.fleet.shared_prefix import SharedPrefixWorkload
 from simulator.fleet.simulation import FleetSimulation, uniform_fleet
@@ -51,8 +55,13 @@ def add_fleet_sim_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``fleet-sim`` subcommand's flags."""
     g = parser.add_argument_group("fleet and routing")
     g.add_argument("--endpoints", type=_positive_int, default=8, help="simulated model servers (default 8)")
-    g.add_argument("--policy", nargs="+", choices=sorted(POLICIES), default=["round-robin", "least-loaded"],
-                   help="routing policies to compare, one run each (default: round-robin least-loaded)")
+    g.add_argument("--policy", nargs="+", choices=sorted({*POLICIES, *PICKER_POLICIES}),
+                   default=["round-robin", "least-loaded"],
+                   help="routing policies to compare, one run each (default: round-robin least-loaded); epp-* "
+                   "run the picker's real scheduler: epp-default (the product default config), epp-prefix-load, "
+                   "epp-prefix-token-load")
+    g.add_argument("--policy-config", action="append", default=[], metavar="PATH",
+                   help="also run the picker's scheduler with this EndpointPickerConfig YAML (repeatable)")
     g.add_argument("--scrape-interval", type=float, default=0.0, metavar="S",
                    help="virtual seconds between metric scrapes the policy sees (default 0 = live gauges)")
 
@@ -150,9 +159,15 @@ def run_fleet_sim(args: argparse.Namespace) -> int:
         return 2
     reports: list[FleetReport] = []
     timings: list[str] = []
-    for name in args.policy:
-        sim = FleetSimulation(uniform_fleet(args.endpoints, engine), make_policy(name, args.seed),
-                              scrape_interval=args.scrape_interval)
+    try:
+        policies = [_make_policy(name, args) for name in args.policy]
+        policies += [config_policy(path, args.seed, args.scrape_interval) for path in args.policy_config]
+    except (ValueError, OSError, ConfigError) as exc:
+        print(f"endpoint-picker fleet-sim: {exc}", file=sys.stderr)
+        return 2
+    for policy in policies:
+        name = policy.name
+        sim = FleetSimulation(uniform_fleet(args.endpoints, engine), policy, scrape_interval=args.scrape_interval)
         try:
             run = sim.run(workload.requests())
         except ValueError as exc:
@@ -162,6 +177,11 @@ def run_fleet_sim(args: argparse.Namespace) -> int:
                        f"{run.end_time:.1f} s simulated in {run.wall_seconds:.2f} s wall, {run.cpu_seconds:.2f} s "
                        f"CPU ({run.requests_per_wall_second:.0f} simulated req/s wall, "
                        f"{run.requests_per_cpu_second:.0f} per CPU second)")
+        if isinstance(policy, PickerPolicy):
+            timings.append(f"[fleet-sim] {name}: {policy.decisions} scheduling calls, mean "
+                           f"{policy.mean_choose_us:.0f} us per decision in the adapter, of which "
+                           f"{policy.mean_schedule_us:.0f} us in FrameworkScheduler.schedule")
+            policy.close()
         reports.append(FleetReport.of(run, workload.name, slo))
     doc = {"workload": workload.describe(), "endpoints": args.endpoints, "scrape_interval": args.scrape_interval,
            "reports": [r.to_dict() for r in reports]}
@@ -179,6 +199,12 @@ def run_fleet_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_policy(name: str, args: argparse.Namespace) -> RoutingPolicy:
+    if name in PICKER_POLICIES:
+        return PICKER_POLICIES[name](args.seed, args.scrape_interval)
+    return make_policy(name, args.seed)
+
+
 def _print_tables(args: argparse.Namespace, workload: Workload, reports: list[FleetReport]) -> None:
     print(f"{args.endpoints} endpoints, {workload.summary()}, seed {args.seed}\n")
     print(markdown_table(reports))
@@ -192,8 +218,10 @@ def _print_tables(args: argparse.Namespace, workload: Workload, reports: list[Fl
 
 
 async def fleet_sim_main(args: argparse.Namespace) -> int:
-    """The subcommand's coroutine (the simulation itself is synchronous CPU work)."""
-    return run_fleet_sim(args)
+    """The subcommand's coroutine. The simulation itself is synchronous CPU work; it runs in a worker thread
+    because the picker policies drive the scheduler's coroutines on an event loop of their own, which cannot
+    nest inside this one."""
+    return await asyncio.to_thread(run_fleet_sim, args)
 
 
 def main(argv: list[str] | None = None) -> int:

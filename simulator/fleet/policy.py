@@ -19,7 +19,7 @@ Optional hooks (looked up with ``getattr``; a policy implements only what it nee
 - ``on_kv_events(index, events, time)`` -- the engine's KV-cache events of one step (BlockStored /
   BlockRemoved / AllBlocksCleared, as published on ZMQ); defining it switches event generation on.
 
-Adapting the picker's scheduler (``endpoint_picker/scheduling``) later takes one small class: build its
+Adapting the picker's scheduler (``endpoint_picker/scheduling``) takes one small class (``picker_policy``): build its
 ``Endpoint`` and ``EndpointMetrics`` (``scraped_at=metrics_time`` on a virtual clock) from each
 ``EndpointState`` once, an ``InferenceRequest`` from ``FleetRequest.text`` (or the token ids), run the
 scheduling cycle, map the chosen endpoint's key back to its index, and forward ``on_finished`` /
