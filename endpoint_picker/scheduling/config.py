@@ -42,7 +42,12 @@ _TOP_LEVEL = {"apiVersion", "kind", "featureGates", "plugins", "schedulingProfil
               "dataLayer", "data", "flowControl", "parser"}
 _FEATURE_GATES = {"flowControl", "enableLegacyMetrics", "dataLayer", "prepareDataPlugins"}
 
-DEFAULT_CONFIG = """
+# Upstream's built-in default is queue 2 / kv-cache 2 / prefix 3. Ours adds the picker's own in-flight count
+# and lowers the lagging engine gauges: in the fleet simulator (docs/benchmarks.md, "Routing quality in the
+# fleet simulator") upstream's weights pile shared-prefix groups onto hot endpoints, because the engine queue
+# stays empty until KV is full and gauges only move once a step ends (TTFT p99 5-10x round-robin). With
+# active-request-scorer the same cache hit rate comes with TTFT p90 at 0.21x round-robin's.
+UPSTREAM_DEFAULT_CONFIG = """
 apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 plugins:
@@ -60,6 +65,34 @@ schedulingProfiles:
     weight: 2
   - pluginRef: prefix-cache-scorer
     weight: 3
+dataLayer:
+  sources:
+  - pluginRef: metrics-data-source
+    extractors:
+    - pluginRef: core-metrics-extractor
+"""
+
+DEFAULT_CONFIG = """
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: prefix-cache-scorer
+- type: active-request-scorer
+- type: metrics-data-source
+- type: core-metrics-extractor
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: queue-scorer
+    weight: 1
+  - pluginRef: kv-cache-utilization-scorer
+    weight: 1
+  - pluginRef: prefix-cache-scorer
+    weight: 3
+  - pluginRef: active-request-scorer
+    weight: 1
 dataLayer:
   sources:
   - pluginRef: metrics-data-source

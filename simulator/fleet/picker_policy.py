@@ -46,6 +46,7 @@ from endpoint_picker.decisions import DecisionLog
 from endpoint_picker.inflight import InFlightTracker, Lease
 from endpoint_picker.request import InferenceRequest, attach_body, new_request
 from endpoint_picker.scheduling import FrameworkScheduler, default_config, load_config_text
+from endpoint_picker.scheduling.config import UPSTREAM_DEFAULT_CONFIG
 from simulator.fleet.policy import EndpointState
 from simulator.fleet.records import RequestRecord
 from simulator.fleet.workload import FleetRequest
@@ -244,6 +245,7 @@ def _named(name: str, config: str | None) -> Callable[[int, float], PickerPolicy
 
 PICKER_POLICIES: dict[str, Callable[[int, float], PickerPolicy]] = {
     "epp-default": _named("epp-default", None),
+    "epp-upstream-default": _named("epp-upstream-default", UPSTREAM_DEFAULT_CONFIG),
     "epp-prefix-load": _named("epp-prefix-load", EPP_PREFIX_LOAD_CONFIG),
     "epp-prefix-token-load": _named("epp-prefix-token-load", EPP_PREFIX_TOKEN_LOAD_CONFIG),
 }

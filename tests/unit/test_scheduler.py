@@ -134,10 +134,11 @@ async def test_weighted_sum_picks_the_best_and_records_why() -> None:
     d = record.to_dict()
     (profile,) = d["profiles"]
     assert [sc["scorer"] for sc in profile["scorers"]] == [
-        "queue-scorer", "kv-cache-utilization-scorer", "prefix-cache-scorer"]
-    queue = profile["scorers"][0]
-    assert queue["raw"][EPS[1].key] == 1.0 and queue["weighted"][EPS[1].key] == 2.0
-    assert profile["totals"][EPS[1].key] == pytest.approx(2 * 1.0 + 2 * 0.8)
+        "queue-scorer", "kv-cache-utilization-scorer", "prefix-cache-scorer", "active-request-scorer"]
+    kv = profile["scorers"][1]
+    assert kv["raw"][EPS[1].key] == pytest.approx(0.8) and kv["weighted"][EPS[1].key] == pytest.approx(0.8)
+    # queue 1 x 1.0 + kv 1 x 0.8 + prefix 3 x 0 + active-request 1 x 1.0 (nothing in flight)
+    assert profile["totals"][EPS[1].key] == pytest.approx(1.0 + 0.8 + 1.0)
     assert "hello" not in orjson.dumps(d).decode()  # no prompt text in records
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from endpoint_picker.config_error import ConfigError
 from endpoint_picker.scheduling import default_config, load_config_text
+from endpoint_picker.scheduling.config import UPSTREAM_DEFAULT_CONFIG
 from endpoint_picker.scheduling.registry import known_types
 
 UPSTREAM_DEFAULT = """
@@ -73,8 +74,9 @@ schedulingProfiles:
 """
 
 
-def test_the_upstream_default_loads_unchanged_and_matches_ours() -> None:
-    for cfg in (load_config_text(UPSTREAM_DEFAULT), default_config()):
+def test_the_upstream_default_loads_unchanged() -> None:
+    for text in (UPSTREAM_DEFAULT, UPSTREAM_DEFAULT_CONFIG):
+        cfg = load_config_text(text)
         (profile,) = cfg.profiles.values()
         assert [(ws.scorer.type_name, ws.weight) for ws in profile.scorers] == [
             ("queue-scorer", 2.0), ("kv-cache-utilization-scorer", 2.0), ("prefix-cache-scorer", 3.0)]
@@ -83,6 +85,16 @@ def test_the_upstream_default_loads_unchanged_and_matches_ours() -> None:
         assert [p.type_name for p in cfg.producers] == ["approx-prefix-cache-producer"]
         assert cfg.saturation_detector.type_name == "utilization-detector"
         assert cfg.max_endpoints == 1
+
+
+def test_our_default_adds_the_pickers_own_in_flight_count() -> None:
+    cfg = default_config()
+    (profile,) = cfg.profiles.values()
+    assert [(ws.scorer.type_name, ws.weight) for ws in profile.scorers] == [
+        ("queue-scorer", 1.0), ("kv-cache-utilization-scorer", 1.0), ("prefix-cache-scorer", 3.0),
+        ("active-request-scorer", 1.0)]
+    assert [p.type_name for p in cfg.producers] == ["approx-prefix-cache-producer"]
+    assert cfg.max_endpoints == 1
 
 
 def test_an_llm_d_style_config_with_every_builtin_loads() -> None:

@@ -14,6 +14,7 @@ from endpoint_picker.cli import discovery
 from endpoint_picker.cli.serve import add_arguments
 from endpoint_picker.config_error import ConfigError
 from endpoint_picker.datastore import Datastore
+from endpoint_picker.readiness import Readiness
 from stack.polling import async_wait_until
 from tests.kube_apiserver_emulator import LEASE, POD, POOL_V1, KubeApiEmulator, inference_pool, pod
 
@@ -98,3 +99,30 @@ async def test_ha_readiness_needs_sync_and_the_lease(emulator: KubeApiEmulator, 
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_readiness_is_the_conjunction_and_publishes_changes_only() -> None:
+    readiness = Readiness("synced", "leader")
+    seen: list[bool] = []
+    published = asyncio.Event()
+
+    async def apply(ready: bool) -> None:
+        seen.append(ready)
+        published.set()
+
+    async def next_publish() -> None:
+        await asyncio.wait_for(published.wait(), 2)
+        published.clear()
+
+    task = asyncio.create_task(readiness.publish(apply))
+    await next_publish()  # the initial state
+    readiness.set("synced", True)  # still not ready: nothing to publish
+    readiness.set("leader", True)
+    await next_publish()
+    readiness.set("leader", True)  # no change
+    readiness.set("synced", False)
+    await next_publish()
+    task.cancel()
+    assert seen == [False, True, False]
+    with pytest.raises(KeyError):
+        readiness.set("unknown", True)

@@ -188,7 +188,10 @@ def test_rbac_is_read_only_and_covers_every_watch(tmp_path: Path) -> None:
     ha_container = find(render(with_ha(tmp_path)), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     args = serve_args(ha_container)
     assert args.ha_enable_leader_election is True
-    assert find(render(with_ha(tmp_path)), "Deployment")["spec"]["replicas"] == 2
+    ha_deployment = find(render(with_ha(tmp_path)), "Deployment")["spec"]
+    assert ha_deployment["replicas"] == 2
+    # Only the leader is Ready: a RollingUpdate would never see a new pod Ready and never stop the old leader.
+    assert ha_deployment["strategy"] == {"type": "Recreate"}
 
 
 @pytest.mark.parametrize("example", EXAMPLES)

@@ -134,3 +134,15 @@ async def test_bookmark_advances_version(emulator: KubeApiEmulator, api: KubeApi
     while r.resource_version != target and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.01)  # bookmarks do not notify the owner: nothing changed for it
     assert r.resource_version == target
+
+
+async def test_kind_removed_while_watching_is_found_absent(emulator: KubeApiEmulator, api: KubeApi, signal: Signal,
+                                                           running: list[asyncio.Task[None]]) -> None:
+    resource = objective_resource("inference.networking.x-k8s.io")
+    emulator.create(OBJECTIVE, {"metadata": {"name": "o"}, "spec": {"poolRef": {"name": "p"}}})
+    r = _start(Reflector(api, resource, "default", signal.notify, optional=True, options=FAST), running)
+    await signal.wait_for(lambda: "o" in r.objects)
+    await emulator.wait_for_watches(1)
+    emulator.uninstall(OBJECTIVE)  # the CRD is deleted: the watch breaks, the next watch gets 404
+    emulator.drop_watches()
+    await signal.wait_for(lambda: r.absent and not r.objects and r.synced, what="absent after the CRD went away")

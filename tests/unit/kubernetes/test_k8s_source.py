@@ -14,6 +14,7 @@ from endpoint_picker.datastore.kubernetes.api import KubeApi
 from endpoint_picker.datastore.kubernetes.pool import standalone_pool
 from endpoint_picker.datastore.kubernetes.reflector import ReflectorOptions, cancel_and_wait
 from endpoint_picker.datastore.kubernetes.source import KubernetesSettings, KubernetesSource
+from stack.polling import async_wait_until
 from tests.kube_apiserver_emulator import (
     INFERENCE_MODEL,
     MODEL_REWRITE,
@@ -107,6 +108,28 @@ async def test_selector_change_restarts_the_pod_watch(emulator: KubeApiEmulator,
     await harness.until(lambda: harness.keys() == {"10.0.0.9:8000"}, "pods of the new selector")
     pod_lists = [r.query for r in emulator.requests_for("pods") if not r.is_watch]
     assert [q["labelSelector"] for q in pod_lists] == ["app=m", "app=other"]
+    assert harness.synced_changes == [True]  # never unready while the new watch listed
+
+
+async def test_selector_change_serves_old_pods_until_the_new_list(emulator: KubeApiEmulator,
+                                                                  harness: Harness) -> None:
+    _seed(emulator)
+    emulator.modify(POD, "default", "b", lambda o: o["metadata"]["labels"].update(tier="gpu"))
+    source = harness.start(namespace="default", pool_name="pool")
+    await harness.until(lambda: source.synced)
+    emulator.fail_requests("labelSelector=app=m,tier=gpu", 500, count=1000)  # the new list cannot happen
+    emulator.modify(POOL_V1, "default", "pool",
+                    lambda o: o["spec"]["selector"]["matchLabels"].update(tier="gpu"))
+    await harness.until(lambda: harness.keys() == {"10.0.0.2:8000"}, "old pods filtered by the new selector")
+
+    async def new_list_failed() -> bool:  # failed lists notify nobody: poll the emulator's log (bounded)
+        return sum(r.status == 500 for r in emulator.requests_for("pods")) >= 2
+    await async_wait_until(new_list_failed, within=3, interval=0.01, what="the new selector's list failing")
+    assert source.synced and harness.synced_changes == [True]
+    assert harness.keys() == {"10.0.0.2:8000"}
+    emulator.clear_failures()
+    emulator.create(POD, pod("c", "10.0.0.3", labels={"app": "m", "tier": "gpu"}))
+    await harness.until(lambda: harness.keys() == {"10.0.0.2:8000", "10.0.0.3:8000"}, "new list arrived")
 
 
 async def test_target_port_change_and_active_ports(emulator: KubeApiEmulator, harness: Harness) -> None:
