@@ -51,7 +51,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from benchmarks.backend import COMPLETION_BODY, backend_envoy
+from benchmarks.backend import COMPLETION_BODY, backend_envoy, capture_vllm_page
 from benchmarks.loadgen import LoadGenerator, LoadResult, LoadSpec, choose_generator
 from benchmarks.pyspy import ProfileSummary, PySpyRecorder, find_py_spy
 from stack.envoy_bootstrap import (
@@ -230,6 +230,21 @@ def envoy_version() -> str:
     return out.strip()
 
 
+def code_version() -> dict[str, Any]:
+    """The commit and the uncommitted files of the picker's code: the working tree may be moving."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*command: str) -> str:
+        try:
+            return subprocess.run(["git", *command], cwd=root, capture_output=True, text=True, timeout=10,
+                                  check=False).stdout.rstrip("\n")
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    dirty = git("status", "--porcelain", "--", "extproc", "endpoint_picker", "stack")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted": [ln[3:] for ln in dirty.splitlines()]}
+
+
 def package_version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
@@ -265,10 +280,14 @@ class BenchStack:
     pickers: dict[bool, PickerProcess] = field(default_factory=dict)  # by TLS on/off
     gateways: dict[str, Gateway] = field(default_factory=dict)
     endpoints: list[HostPort] = field(default_factory=list)
+    metrics_page_source: str = ""
 
     async def start(self) -> None:
+        page, self.metrics_page_source = await capture_vllm_page()
+        say(f"backend /metrics page: {self.metrics_page_source}")
         self.endpoints = [HostPort("127.0.0.1", free_port()) for _ in range(self.replicas)]
-        self.backend = backend_envoy(self.endpoints, admin_port=free_port(), work_dir=self.work_dir)
+        self.backend = backend_envoy(self.endpoints, admin_port=free_port(), work_dir=self.work_dir,
+                                     metrics_page=page)
         await self.backend.start(ready_within=60)
         say(f"backend Envoy (PID {self.backend.pid}) direct_response on {', '.join(map(str, self.endpoints))}")
 
@@ -287,6 +306,7 @@ class BenchStack:
             await picker.start(ready_within=60)
             say(f"picker (PID {picker.pid}) ready: ext_proc 127.0.0.1:{settings.ports.grpc} "
                 f"({'TLS' if tls else 'plaintext'})")
+            await self._wait_scraped(picker)
 
         for mode in self.modes:
             spec = MODES[mode]
@@ -308,6 +328,22 @@ class BenchStack:
                 await self._wait_picker_healthy(gateway, picker_port)
             say(f"gateway Envoy '{mode}' (PID {envoy.pid}) on :{listener_port} — {MODES[mode].label}")
             await self._check(gateway)
+
+    async def _wait_scraped(self, picker: PickerProcess, within: float = 15.0) -> None:
+        """Until the picker has scraped every backend's /metrics successfully (so routing sees fresh data)."""
+        deadline = time.monotonic() + within
+        stats: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            stats = await picker_scrape_stats(picker)
+            if stats["endpoints_scraped"] >= len(self.endpoints):
+                if stats["errors"]:
+                    say(f"WARNING picker scrape errors: {stats}")
+                return
+            await asyncio.sleep(0.2)
+        say(f"WARNING the picker has not scraped every backend's /metrics after {within:.0f}s: {stats}")
+
+    async def scrape_stats(self) -> dict[str, dict[str, int]]:
+        return {"tls" if tls else "plaintext": await picker_scrape_stats(p) for tls, p in self.pickers.items()}
 
     async def _wait_picker_healthy(self, gateway: Gateway, picker_port: int, within: float = 15.0) -> None:
         prefix = f"{PICKER_CLUSTER}::127.0.0.1:{picker_port}::health_flags::"
@@ -364,6 +400,27 @@ class BenchStack:
             "picker": picker.pid if picker is not None else None,
             "backend_envoy": self.backend.pid if self.backend else None,
         }
+
+
+async def picker_scrape_stats(picker: PickerProcess) -> dict[str, int]:
+    """Totals of the picker's own scrape counters (``endpoint_picker_metrics_scrape*``) from its /metrics."""
+    out = {"scrapes": 0, "errors": 0, "endpoints_scraped": 0}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(picker.metrics_url + "/metrics") as resp,
+        ):
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return out
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("endpoint_picker_metrics_scrapes_total{"):
+            out["scrapes"] += int(float(value))
+            out["endpoints_scraped"] += float(value) > 0
+        elif name.startswith("endpoint_picker_metrics_scrape_errors_total{"):
+            out["errors"] += int(float(value))
+    return out
 
 
 def _delta(before: dict[str, int], after: dict[str, int], key: str) -> int:
@@ -739,6 +796,7 @@ async def run(args: argparse.Namespace, *, progress: Callable[[str], None] = say
         progress("note: --profile needs py-spy (.venv/bin/pip install py-spy); skipping the profile")
 
     facts = {
+        "code": code_version(),
         "machine": machine_facts(),
         "versions": {
             "envoy": envoy_version(),
@@ -766,6 +824,7 @@ async def run(args: argparse.Namespace, *, progress: Callable[[str], None] = say
                     summary = await profile_mode(stack, generator, mode, args, py_spy)
                     if summary is not None:
                         profiles[mode] = summary.to_dict()
+        scrape_stats = await stack.scrape_stats()
     finally:
         await stack.stop()
         if args.keep_work_dir:
@@ -789,6 +848,8 @@ async def run(args: argparse.Namespace, *, progress: Callable[[str], None] = say
             "replicas": args.replicas,
             "request": {"path": REQUEST_PATH, "body": REQUEST_BODY.decode()},
             "backend": "Envoy direct_response, one listener per endpoint",
+            "backend_metrics_page": stack.metrics_page_source,
+            "picker_scrapes_at_end": scrape_stats,
             "picker": "TLS, --health-checking, FailClose, override_host pool",
         },
         **facts,

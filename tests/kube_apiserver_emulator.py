@@ -35,6 +35,7 @@ import datetime
 import itertools
 import re
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -350,7 +351,7 @@ class KubeApiEmulator:
             watch.queue.put_nowait("bookmark")
 
     def fail_requests(self, pattern: str, status: int = 500, count: int = 1) -> None:
-        """The next ``count`` requests whose path+query contains ``pattern`` get ``status``."""
+        """The next ``count`` requests whose (URL-decoded) path and query contain ``pattern`` get ``status``."""
         self._failures.append(_Failure(pattern, status, count))
 
     def clear_failures(self) -> None:
@@ -400,7 +401,7 @@ class KubeApiEmulator:
     async def _dispatch(self, request: web.Request, query: dict[str, str]) -> web.StreamResponse:
         if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
             return web.json_response(_status(401, "Unauthorized", "Unauthorized"), status=401)
-        target = request.path_qs
+        target = urllib.parse.unquote(request.path_qs)  # clients encode selectors differently
         for failure in self._failures:
             if failure.remaining > 0 and failure.pattern in target:
                 failure.remaining -= 1

@@ -152,7 +152,7 @@ class Discovery:
         """Stop publishing readiness and go NOT_SERVING for good (a drain follows).
 
         A leader first hands over, so that there is no moment without a Ready replica: it releases the Lease and
-        stays SERVING until a standby holds it (bounded by the lease duration) and for half of
+        stays SERVING until a standby holds it (bounded by 2.5 retry periods) and for half of
         ``--ha-handover-grace`` more (both are Ready: harmless, since a standby's datastore is warm), then goes
         NOT_SERVING and keeps accepting streams for the other half while the gateway stops sending here.
         """
@@ -163,7 +163,9 @@ class Discovery:
         elector = self._elector
         if elector is not None and elector.is_leader:
             await elector.release()
-            successor = await elector.wait_for_successor(elector.settings.lease_duration)
+            # A live standby polls every retry period (jittered by up to 20 %): if none took the Lease after
+            # two and a half periods there is none (e.g. all replicas are being replaced at once).
+            successor = await elector.wait_for_successor(max(1.0, 2.5 * elector.settings.retry_period))
             log.info("handed the Lease over to %s", successor or "nobody (no standby took it in time)")
             half = max(0.0, self._args.ha_handover_grace) / 2 if successor else 0.0
             await asyncio.sleep(half)  # still SERVING: the gateway's health checks find the new leader

@@ -26,6 +26,12 @@ from stack.polling import wait_until
 StackFactory = object  # the fixture's factory: factory(**StackOptions fields) -> BackgroundStack
 
 
+def last_post(stack: BackgroundStack, name: str | None):
+    """The last inference request a stand-in received (the picker also scrapes its /metrics with GETs)."""
+    assert name is not None
+    return next(r for r in reversed(stack.standin(name).received) if r.method == "POST")
+
+
 def inflight(stack: BackgroundStack) -> dict[str, float]:
     """The picker's own in-flight counts per endpoint, read from its /metrics."""
     text = http_request(f"http://127.0.0.1:{stack.picker_ports.metrics}/metrics").text
@@ -75,7 +81,7 @@ def test_client_destination_header_does_not_decide_the_route(gateway: Background
         picked = entry_for_request(gateway.access_log_path, request_id).destination
         assert picked is not None and picked.split(",")[0] == result.served_by_address
         # What the model server saw is the picker's choice, not the client's.
-        seen = gateway.standin(result.served_by).received[-1].headers["x-gateway-destination-endpoint"]
+        seen = last_post(gateway, result.served_by).headers["x-gateway-destination-endpoint"]
         assert seen == picked
     assert len(served) > 1, served  # the least-loaded policy spreads; a forged header would pin one host
 
@@ -86,7 +92,7 @@ def test_sse_stream_passes_through_byte_identical(gateway: BackgroundStack) -> N
         result = call("stream me", stream=True, max_tokens=12)
         assert result.status == 200, result.text
         assert result.headers["content-type"].startswith("text/event-stream")
-        sent = bytes(gateway.standin(result.served_by).received[-1].sent)
+        sent = bytes(last_post(gateway, result.served_by).sent)
         assert sent and result.body == sent
 
 

@@ -99,6 +99,8 @@ class Reflector:
                 log.info("%r: %s; listing again", self, exc.message)
                 self.resource_version = ""
             except ApiError as exc:
+                if exc.status in (403, 404):
+                    self.resource_version = ""  # the kind went away or was forbidden: a list finds out which
                 delay = self._backoff.next()
                 log.warning("%r: API error %s; retrying in %.2fs", self, exc, delay)
                 await asyncio.sleep(delay)

@@ -101,6 +101,9 @@ class KubernetesSource:
         self._pods: Reflector | None = None
         self._pods_task: asyncio.Task[None] | None = None
         self._stale_pods: dict[str, dict[str, Any]] = {}  # the previous selector's pods, until the new list
+        # A pod watch of this pool has listed once: a selector change (a new watch) then does not make the source
+        # unsynced, since the stale pods keep serving until the new list arrives.
+        self._pods_warm = False
         self._optional: list[Reflector] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._signature: list[Any] | None = None
@@ -201,6 +204,7 @@ class KubernetesSource:
     def _start_pods(self, spec: PoolSpec) -> None:
         old = self._pods
         self._stale_pods = dict(old.objects) if old is not None and old.synced else dict(self._stale_pods)
+        self._pods_warm = self._pods_warm or (old is not None and old.synced)
         if self._pods_task is not None:
             self._pods_task.cancel()  # stops at its next await; nothing it does after this point is used
         self._pods = Reflector(self._api, PODS, spec.namespace or self._settings.namespace, self._on_pods_change,
@@ -213,6 +217,7 @@ class KubernetesSource:
         self._pods = None
         self._pods_task = None
         self._stale_pods = {}
+        self._pods_warm = False
 
     def _on_pods_change(self) -> None:
         if self._pods is not None and self._pods.synced:
@@ -268,7 +273,7 @@ class KubernetesSource:
         synced = (
             self._spec is not None
             and self._pods is not None
-            and self._pods.synced
+            and (self._pods.synced or self._pods_warm)
             and all(r.synced for r in self._optional)
         )
         if synced != self._synced:

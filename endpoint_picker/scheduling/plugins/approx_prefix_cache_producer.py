@@ -84,7 +84,7 @@ class ApproxPrefixCacheProducer(DataProducer, PreRequest):
         block_tokens = self._block_size_tokens(endpoints)
         max_blocks = (p.max_prefix_tokens_to_match // block_tokens if p.max_prefix_tokens_to_match
                       else p.max_prefix_blocks_to_match)
-        seed = (request.model, (request.body or {}).get("cache_salt"))
+        seed = (request.served_model, (request.body or {}).get("cache_salt"))
         hashes = block_hashes(prompt_bytes(request), seed, block_tokens * CHARS_PER_TOKEN, max_blocks)
         matches = self.index.match(hashes, (e.key for e in endpoints)) if hashes else {}
         cycle[PREFIX_MATCH_KEY] = PrefixMatchInfo(len(hashes), block_tokens, matches, hashes)

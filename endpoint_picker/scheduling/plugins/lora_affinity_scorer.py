@@ -19,7 +19,7 @@ class LoraAffinityScorer(Scorer):
         super().__init__(name)
 
     def score(self, cycle: CycleState, request: InferenceRequest, endpoints: list[EndpointState]) -> list[float]:
-        model = request.model
+        model = request.served_model  # the adapter the model server will run, after any rewrite
         out = []
         for e in endpoints:
             m = e.metrics

@@ -340,7 +340,7 @@ async def test_cli_against_a_picker_process(tmp_path: Path) -> None:
             call.cancel()
         assert c1 == 0, e1
         assert "request     req-proc-1" in explained
-        assert f"pick        {picked}" in explained and "queue-scorer x2" in explained
+        assert f"pick        {picked}" in explained and "prefix-cache-scorer x3" in explained
         assert c2 == 0, e2
         doc = orjson.loads(state)
         assert doc["pool"]["name"] == "api-pool" and doc["decisionsRecorded"] == "1"  # uint64 -> JSON string

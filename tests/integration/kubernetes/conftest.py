@@ -16,6 +16,7 @@ Everything runs on the emulator's event-loop thread; tests call blocking methods
 
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -93,7 +94,7 @@ class Traffic:
             try:
                 r = request(self.url, "POST", json_body=self._body, headers=self._headers, time_limit=10)
                 result = Result(started, r.status, r.headers.get("x-served-by-address"))
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:  # a failure is a result, not a crash of the thread
                 result = Result(started, 0, None, repr(exc))
             with self._lock:
                 self.results.append(result)
@@ -171,11 +172,12 @@ class KubeGateway:
 
     # --- pickers and Envoy ------------------------------------------------------------------------------------
 
-    def start_pickers(self, count: int = 1, *, extra: Sequence[str] = (), wait_ready: bool = True) -> None:
+    def start_pickers(self, count: int = 1, *, extra: Sequence[str] = (), wait_ready: bool = True,
+                      source: Sequence[str] = ("--pool-name", "pool")) -> None:
         assert self.kubeconfig is not None
         for i in range(count):
             ports = PickerPorts(grpc=free_port(), health=free_port(), metrics=free_port())
-            args = ["--pool-name", "pool", "--kubeconfig", str(self.kubeconfig), "--config-text", RANDOM_PICKER,
+            args = [*source, "--kubeconfig", str(self.kubeconfig), "--config-text", RANDOM_PICKER,
                     "--drain-timeout", "2", *extra]
             if count > 1:
                 args += ["--ha-identity", f"picker-{i}"]

@@ -132,6 +132,25 @@ def test_watch_history_lost_relists_and_routing_follows(kube_gateway: KubeGatewa
     assert traffic.failures() == []
 
 
+def test_no_crd_mode_selects_pods_by_label(kube_gateway: KubeGateway) -> None:
+    gw = kube_gateway
+    for ip in ("127.0.0.2", "127.0.0.3"):
+        gw.serve(ip)
+    gw.add_pod("pod-a", "127.0.0.2", labels={"app": "model", "tier": "gpu"})
+    gw.add_pod("pod-x", "127.0.0.3", labels={"app": "model"})
+    gw.start_pickers(1, source=("--endpoint-selector", "app=model,tier=gpu", "--endpoint-target-ports",
+                                str(gw.port)))
+    gw.start_envoy()
+    with Traffic(gw.url) as traffic:
+        traffic.wait_for(lambda rs: len(rs) >= 20, what="traffic")
+        t0 = time.monotonic()
+        gw.emu.modify(POD, "default", "pod-x", lambda o: o["metadata"]["labels"].update(tier="gpu"))
+        assert _first_served_after(traffic, f"127.0.0.3:{gw.port}", t0) < FOLLOW_WITHIN
+    assert served_set(traffic.results[:20]) == {f"127.0.0.2:{gw.port}"}
+    assert traffic.failures() == []
+    assert {r.path.rsplit("/", 1)[-1] for r in gw.emu.emulator.requests} == {"pods"}  # no CRD is read
+
+
 @pytest.mark.parametrize("body_mode", [BodyMode.FULL_DUPLEX_STREAMED, BodyMode.BUFFERED], ids=str)
 def test_model_rewrite_through_envoy(kube_gateway: KubeGateway, body_mode: BodyMode) -> None:
     gw = kube_gateway
