@@ -13,7 +13,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from endpoint_picker import __version__
-from endpoint_picker.datastore import Datastore
+from endpoint_picker.datalayer import MetricsStore
+from endpoint_picker.datastore import Datastore, Endpoint
 from endpoint_picker.inflight import InFlightTracker
 
 _M = ("model_name", "target_model_name")
@@ -29,17 +30,24 @@ _SCHED_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
 
 
 class _StateCollector(Collector):
-    """Reads live state at scrape time: pool readiness and the in-flight accounting."""
+    """Reads live state at scrape time: pool readiness and averages, and the in-flight accounting."""
 
-    def __init__(self, inflight: InFlightTracker, datastore: Datastore) -> None:
+    def __init__(self, inflight: InFlightTracker, datastore: Datastore, store: MetricsStore | None,
+                 staleness: float) -> None:
         self._inflight = inflight
         self._datastore = datastore
+        self._store = store
+        self._staleness = staleness
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        pool = self._datastore.pool.name
+        endpoints = self._datastore.endpoints()
         ready = GaugeMetricFamily("inference_pool_ready_pods", "Endpoints ready to serve in the pool.",
                                   labels=["name"])
-        ready.add_metric([self._datastore.pool.name], len(self._datastore.endpoints()))
+        ready.add_metric([pool], len(endpoints))
         yield ready
+        if self._store is not None:
+            yield from self._pool_averages(pool, endpoints)
         requests = GaugeMetricFamily(
             "endpoint_picker_endpoint_inflight_requests",
             "Requests this picker routed to the endpoint and has not yet seen finish.",
@@ -55,6 +63,31 @@ class _StateCollector(Collector):
             tokens.add_metric([key], t)
         yield requests
         yield tokens
+
+    def _pool_averages(self, pool: str, endpoints: tuple[Endpoint, ...]) -> Iterator[GaugeMetricFamily]:
+        """Upstream's pool gauges, over endpoints whose scraped metrics are fresh."""
+        assert self._store is not None
+        oldest = self._store.clock() - self._staleness
+        fresh = [(ep, m) for ep in endpoints if (m := self._store.get(ep.key)) is not None and m.scraped_at >= oldest]
+        kv = GaugeMetricFamily("inference_pool_average_kv_cache_utilization",
+                               "Mean KV-cache utilisation of the pool's endpoints with fresh metrics.", labels=["name"])
+        queue = GaugeMetricFamily("inference_pool_average_queue_size",
+                                  "Mean number of requests waiting in the pool's model-server queues.", labels=["name"])
+        running = GaugeMetricFamily("inference_pool_average_running_requests",
+                                    "Mean number of requests running on the pool's model servers.", labels=["name"])
+        per_pod = GaugeMetricFamily("inference_pool_per_pod_queue_size", "Requests waiting per model server.",
+                                    labels=["name", "model_server_pod"])
+        if fresh:
+            n = len(fresh)
+            kv.add_metric([pool], sum(m.kv_cache_usage for _, m in fresh) / n)
+            queue.add_metric([pool], sum(m.waiting_queue_size for _, m in fresh) / n)
+            running.add_metric([pool], sum(m.running_requests for _, m in fresh) / n)
+            for ep, m in fresh:
+                per_pod.add_metric([pool, ep.name], m.waiting_queue_size)
+        yield kv
+        yield queue
+        yield running
+        yield per_pod
 
 
 class ModelMetrics:
@@ -106,7 +139,8 @@ class ModelMetrics:
 class PickerMetrics:
     """All metrics of one picker instance."""
 
-    def __init__(self, inflight: InFlightTracker, datastore: Datastore) -> None:
+    def __init__(self, inflight: InFlightTracker, datastore: Datastore, store: MetricsStore | None = None,
+                 *, staleness_threshold: float = 2.0) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("inference_objective_request", "Requests received, by model.",
@@ -148,7 +182,7 @@ class PickerMetrics:
                                        "Time spent choosing an endpoint.", buckets=_SCHED_BUCKETS, registry=r)
         info = Gauge("inference_extension_info", "Build information.", ["commit", "build_ref"], registry=r)
         info.labels(commit="unknown", build_ref=__version__).set(1)
-        r.register(_StateCollector(inflight, datastore))
+        r.register(_StateCollector(inflight, datastore, store, staleness_threshold))
         self._by_model: dict[tuple[str, str], ModelMetrics] = {}
 
     def for_model(self, model: str, target: str | None = None) -> ModelMetrics:

@@ -128,8 +128,8 @@ async def run(args: argparse.Namespace) -> int:
     source = discovery.Discovery(args, datastore)  # validates the source flags
 
     inflight = InFlightTracker()
-    metrics = PickerMetrics(inflight, datastore)
     store = MetricsStore()
+    metrics = PickerMetrics(inflight, datastore, store, staleness_threshold=args.metrics_staleness_threshold)
     datastore.on_removed(store.forget)
     decisions = DecisionLog(args.decision_log_size)
     scheduler_config = load_scheduler_config(args)

@@ -42,8 +42,8 @@ class Picker:
         self.datastore = Datastore()
         self.datastore.replace_endpoints(endpoints)
         self.inflight = InFlightTracker()
-        self.metrics = PickerMetrics(self.inflight, self.datastore)
         self.store = MetricsStore()
+        self.metrics = PickerMetrics(self.inflight, self.datastore, self.store)
         self.decisions = DecisionLog()
         self.scheduler = FrameworkScheduler(load_config_text(config, rng=random.Random(seed)), self.inflight,
                                             self.store, self.decisions, plugin_timer=self.metrics.time_plugin)

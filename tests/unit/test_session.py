@@ -395,3 +395,23 @@ async def test_endpoint_scores_are_emitted_as_metadata_when_asked() -> None:
     await s.handle(request_headers())
     route = (await s.handle(request_body(COMPLETION)))[0]
     assert "x-gateway-destination-endpoint-scores" not in route.dynamic_metadata.fields["envoy.lb"].struct_value.fields
+
+
+def test_pool_gauges_average_fresh_metrics_only(picker: Picker) -> None:
+    import time
+
+    from endpoint_picker.datalayer import EndpointMetrics
+
+    a, b, c, _ = picker.datastore.endpoints()
+    now = time.monotonic()
+    picker.store.put(a.key, EndpointMetrics(scraped_at=now, waiting_queue_size=2, kv_cache_usage=0.2,
+                                            running_requests=4))
+    picker.store.put(b.key, EndpointMetrics(scraped_at=now, waiting_queue_size=4, kv_cache_usage=0.6,
+                                            running_requests=8))
+    picker.store.put(c.key, EndpointMetrics(scraped_at=now - 60, waiting_queue_size=100, kv_cache_usage=1.0))
+    pool = {"name": picker.datastore.pool.name}
+    assert picker.metric("inference_pool_average_queue_size", pool) == 3
+    assert picker.metric("inference_pool_average_kv_cache_utilization", pool) == pytest.approx(0.4)
+    assert picker.metric("inference_pool_average_running_requests", pool) == 6
+    assert picker.metric("inference_pool_per_pod_queue_size", {**pool, "model_server_pod": a.name}) == 2
+    assert picker.metric("inference_pool_ready_pods", pool) == 4
