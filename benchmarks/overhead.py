@@ -8,7 +8,8 @@ benchmark, not a timed test: it prints what it measured and writes JSON; it asse
 What runs (all on loopback, every process stopped by PID at the end):
 
 * a backend Envoy answering every request with a fixed small completion body (``benchmarks/backend.py``),
-  one listener per pool endpoint, so the model servers cost next to nothing;
+  one listener per pool endpoint, so the model servers cost next to nothing, and ``/metrics`` with a real
+  vLLM page so the picker's scraping works as in production;
 * one gateway Envoy per mode, built by ``stack.envoy_bootstrap`` exactly like the default local stack
   (TLS to the picker, FailClose, active health checks of the picker, override_host pool): ``alone`` is the
   same config with the ext_proc filter removed (the pool then routes by round robin), ``fds`` uses
@@ -18,10 +19,12 @@ What runs (all on loopback, every process stopped by PID at the end):
   for: not a default mode, it shows what TLS to the picker costs).
 
 Per mode: a short warm-up, then latency at concurrency 1 (sequential keep-alive requests) and throughput at
-``--concurrency`` (default 16), each for ``--duration`` seconds, with the CPU each process used during the
-throughput run. With ``--rounds N`` the modes are measured N times, interleaved, and the table shows
-medians. ``--profile`` additionally samples the picker with py-spy during an extra (unrecorded) throughput
-run of each picker mode.
+``--concurrency`` (default 16), each for ``--duration`` seconds, with the CPU each process used (and the
+CPU everything else on the machine used: a measurement disturbed by another job is repeated, then flagged
+``noisy``), and Envoy's ext_proc counters (streams = requests, gRPC messages per request). With
+``--rounds N`` the modes are measured N times, interleaved, and the table shows medians; added latency and
+the throughput ratio are computed against Envoy alone of the same round. ``--profile`` additionally
+samples the picker with py-spy during an extra (unrecorded) throughput run of each picker mode.
 
     .venv/bin/python -m benchmarks.overhead                       # wrk if installed, else asyncio client
     .venv/bin/python -m benchmarks.overhead --rounds 3 --profile  # interleaved rounds, py-spy on the picker
