@@ -19,15 +19,20 @@ class PickerParams:
             raise ParamError("maxNumOfEndpoints", "must be at least 1")
 
 
-@register()
-class MaxScorePicker(Picker):
-    type_name = "max-score-picker"
+class CountingPicker(Picker):
+    """What every built-in picker shares: ``maxNumOfEndpoints`` and the picker's random source."""
+
     Params = PickerParams
 
     def __init__(self, name: str, params: PickerParams, context: PluginContext) -> None:
         super().__init__(name)
         self.max_endpoints = params.max_num_of_endpoints
         self._rng: random.Random = context.rng
+
+
+@register()
+class MaxScorePicker(CountingPicker):
+    type_name = "max-score-picker"
 
     def pick(self, cycle: CycleState, request: InferenceRequest,
              scored: list[ScoredEndpoint]) -> list[EndpointState]:

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import random
-
 from endpoint_picker.request import InferenceRequest
-from endpoint_picker.scheduling.framework import CycleState, EndpointState, Picker, ScoredEndpoint
-from endpoint_picker.scheduling.plugins.max_score_picker import PickerParams
-from endpoint_picker.scheduling.registry import PluginContext, register
+from endpoint_picker.scheduling.framework import CycleState, EndpointState, ScoredEndpoint
+from endpoint_picker.scheduling.plugins.max_score_picker import CountingPicker
+from endpoint_picker.scheduling.registry import register
 
 
 @register()
-class RandomPicker(Picker):
+class RandomPicker(CountingPicker):
     type_name = "random-picker"
-    Params = PickerParams
-
-    def __init__(self, name: str, params: PickerParams, context: PluginContext) -> None:
-        super().__init__(name)
-        self.max_endpoints = params.max_num_of_endpoints
-        self._rng: random.Random = context.rng
 
     def pick(self, cycle: CycleState, request: InferenceRequest,
              scored: list[ScoredEndpoint]) -> list[EndpointState]:
