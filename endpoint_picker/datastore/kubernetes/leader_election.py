@@ -184,18 +184,42 @@ class LeaderElector:
         return None
 
     async def release(self) -> None:
-        """Give the Lease up (empty holder) if this replica holds it, so a standby takes over at once."""
+        """Give the Lease up (empty holder) if this replica holds it, so a standby takes over at once.
+
+        The Lease we last wrote may be stale: a renewal cancelled in flight (the election task is stopped
+        first) can still have reached the API server. On 409 the Lease is read again and, if it is still
+        ours, released at its new resourceVersion.
+        """
         if not self.is_leader or self._lease is None:
             return
         s = self.settings
-        body = dict(self._lease)
-        spec = dict(body.get("spec") or {})
-        spec.update(holderIdentity=None, leaseDurationSeconds=1,
-                    renewTime=_micro_time(datetime.datetime.now(datetime.UTC)))
-        body["spec"] = spec
+        lease: dict[str, Any] | None = self._lease
         self._set_leader(False)
-        try:
-            await self._api.replace(LEASES, s.namespace, s.name, body, request_timeout=2.0)
-            log.info("released Lease %s/%s", s.namespace, s.name)
-        except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.warning("could not release the Lease (a standby takes over after it expires): %s", exc)
+        for _attempt in range(3):
+            assert lease is not None
+            if ((lease.get("spec") or {}).get("holderIdentity") or "") != s.identity:
+                log.info("Lease %s/%s is no longer ours; nothing to release", s.namespace, s.name)
+                return
+            body = dict(lease)
+            spec = dict(body.get("spec") or {})
+            spec.update(holderIdentity=None, leaseDurationSeconds=1,
+                        renewTime=_micro_time(datetime.datetime.now(datetime.UTC)))
+            body["spec"] = spec
+            try:
+                await self._api.replace(LEASES, s.namespace, s.name, body, request_timeout=2.0)
+                log.info("released Lease %s/%s", s.namespace, s.name)
+                return
+            except ApiError as exc:
+                if exc.status != 409:
+                    log.warning("could not release the Lease (a standby takes over after it expires): %s", exc)
+                    return
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.warning("could not release the Lease (a standby takes over after it expires): %s", exc)
+                return
+            try:
+                lease = await self._api.get(LEASES, s.namespace, s.name, request_timeout=2.0)
+            except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.warning("could not re-read the Lease to release it (a standby takes over after it expires): "
+                            "%s", exc)
+                return
+        log.warning("could not release the Lease after 3 conflicts (a standby takes over after it expires)")

@@ -56,6 +56,19 @@ async def test_one_leader_and_release_hands_over(emulator: KubeApiEmulator, api:
     assert lease["holderIdentity"] == "b" and lease["leaseTransitions"] == 1
 
 
+async def test_release_after_a_renewal_we_did_not_see_still_releases(emulator: KubeApiEmulator, api: KubeApi,
+                                                                     signal: Signal) -> None:
+    """A renewal cancelled in flight may still have reached the API server: the Lease we last saw is stale
+    (409 on release). The release reads the Lease again and, still holding it, releases it anyway."""
+    a = elector(api, "a", signal)
+    assert await a.try_acquire_or_renew()
+    stale = a._lease
+    assert await a.try_acquire_or_renew()  # the "unseen" renewal moves the resourceVersion on
+    a._lease = stale
+    await a.release()
+    assert holder(emulator) is None and not a.is_leader
+
+
 async def test_expired_lease_is_taken_over(emulator: KubeApiEmulator, api: KubeApi, signal: Signal,
                                            tasks: dict[str, asyncio.Task[None]]) -> None:
     a, b = elector(api, "a", signal), elector(api, "b", signal)
