@@ -12,12 +12,16 @@ cache-hit numbers come out in seconds and identically on every run. ``cli`` is `
 """
 
 from simulator.fleet.arrivals import Arrivals
+from simulator.fleet.load import Load
+from simulator.fleet.lora import LoraWorkload
+from simulator.fleet.multi_turn import MultiTurnWorkload
 from simulator.fleet.policies import POLICIES, LeastLoaded, RandomChoice, RoundRobin, make_policy
 from simulator.fleet.policy import EndpointState, RoutingPolicy
 from simulator.fleet.records import EndpointSummary, RequestRecord
 from simulator.fleet.report import Distribution, FleetReport, Slo, Spread, markdown_table, percentile
 from simulator.fleet.shared_prefix import SharedPrefixWorkload
 from simulator.fleet.simulation import EndpointSpec, FleetRun, FleetSimulation, uniform_fleet
+from simulator.fleet.stages import Stage, Stages
 from simulator.fleet.synthetic import PRESETS, RequestClass, SyntheticWorkload
 from simulator.fleet.workload import FleetRequest, Length, Workload
 
@@ -35,6 +39,9 @@ __all__ = [
     "FleetSimulation",
     "LeastLoaded",
     "Length",
+    "Load",
+    "LoraWorkload",
+    "MultiTurnWorkload",
     "RandomChoice",
     "RequestClass",
     "RequestRecord",
@@ -43,6 +50,8 @@ __all__ = [
     "SharedPrefixWorkload",
     "Slo",
     "Spread",
+    "Stage",
+    "Stages",
     "SyntheticWorkload",
     "Workload",
     "make_policy",

@@ -6,7 +6,8 @@ question, 1000 output tokens), so the fleet simulator must produce the same shap
 inference-perf (``inference_perf/datagen``): one random-token system prompt of exact length per group; per
 prompt a random-token question; the prompt list shuffled with a seeded RNG; request ``i`` uses prompt
 ``i % len(prompts)``; ``max_tokens = output_len`` with ``ignore_eos``. Token ids are drawn from the built-in
-tokenizer's words rather than by re-tokenizing text, so lengths are exact by construction.
+tokenizer's words rather than by re-tokenizing text, so lengths are exact by construction. Driven by one
+``Arrivals`` rate and ``num_requests``, or by ``Stages`` (see ``simulator.fleet.load``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from simulator.fleet.arrivals import Arrivals
+from simulator.fleet.load import Load, check_load, request_count, schedule
 from simulator.fleet.workload import FleetRequest, Length, random_tokens
 
 __all__ = ["SharedPrefixWorkload"]
@@ -23,8 +24,9 @@ __all__ = ["SharedPrefixWorkload"]
 
 @dataclass(frozen=True, slots=True)
 class SharedPrefixWorkload:
-    num_requests: int
-    arrivals: Arrivals
+    # None with staged arrivals (the stages decide the count).
+    num_requests: int | None
+    arrivals: Load
     num_groups: int = 10
     num_prompts_per_group: int = 10
     system_prompt_len: int = 100
@@ -33,8 +35,7 @@ class SharedPrefixWorkload:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.num_requests < 0:
-            raise ValueError("num_requests must be >= 0")
+        check_load(self.num_requests, self.arrivals)
         if self.num_groups < 1 or self.num_prompts_per_group < 1:
             raise ValueError("num_groups and num_prompts_per_group must be >= 1")
         if self.system_prompt_len < 0:
@@ -43,6 +44,10 @@ class SharedPrefixWorkload:
     @property
     def name(self) -> str:
         return "shared-prefix"
+
+    @property
+    def request_count(self) -> int:
+        return request_count(self.num_requests, self.arrivals)
 
     @property
     def max_prompt_tokens(self) -> int:
@@ -62,20 +67,20 @@ class SharedPrefixWorkload:
 
     def requests(self) -> Iterator[FleetRequest]:
         prompts = self._prompts()
-        times = self.arrivals.times(random.Random(f"{self.seed}:shared-prefix:arrivals"))
-        for i in range(self.num_requests):
+        times = schedule(self.num_requests, self.arrivals, random.Random(f"{self.seed}:shared-prefix:arrivals"))
+        for i, (t, stage) in enumerate(times):
             group, tokens, out = prompts[i % len(prompts)]
-            yield FleetRequest(f"sp-{i}", next(times), tokens, out, label=f"group-{group}", group=group)
+            yield FleetRequest(f"sp-{i}", t, tokens, out, label=f"group-{group}", group=group, stage=stage)
 
     def summary(self) -> str:
         return (f"shared-prefix: {self.num_groups} groups x {self.num_prompts_per_group} prompts, system prompt "
                 f"{self.system_prompt_len}, question {self.question_len}, output {self.output_len}; "
-                f"{self.num_requests} requests, {self.arrivals}")
+                f"{self.request_count} requests, {self.arrivals}")
 
     def describe(self) -> dict[str, object]:
         return {
             "type": self.name,
-            "num_requests": self.num_requests,
+            "num_requests": self.request_count,
             "arrivals": self.arrivals.describe(),
             "num_groups": self.num_groups,
             "num_prompts_per_group": self.num_prompts_per_group,

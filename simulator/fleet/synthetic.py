@@ -5,7 +5,8 @@ Why it exists: routers are also judged on plain load balance. GIE's single-workl
 up to 1024 in, up to 2048 out); a *mixed* workload of mostly light requests with a few very heavy ones is
 the skew under which a load-blind router (round-robin) piles heavy work on unlucky endpoints while a
 load-aware one steers around them. Each request draws its class by weight, then its lengths; prompts are
-random tokens (no two requests share a block).
+random tokens (no two requests share a block). Driven by one ``Arrivals`` rate and ``num_requests``, or by
+``Stages`` (see ``simulator.fleet.load``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from simulator.fleet.arrivals import Arrivals
+from simulator.fleet.load import Load, check_load, request_count, schedule
 from simulator.fleet.workload import FleetRequest, Length, random_tokens
 
 __all__ = ["PRESETS", "RequestClass", "SyntheticWorkload"]
@@ -50,20 +51,20 @@ PRESETS: dict[str, tuple[RequestClass, ...]] = {
 
 @dataclass(frozen=True, slots=True)
 class SyntheticWorkload:
-    num_requests: int
-    arrivals: Arrivals
+    # None with staged arrivals (the stages decide the count).
+    num_requests: int | None
+    arrivals: Load
     classes: Sequence[RequestClass] = PRESETS["mixed"]
     seed: int = 0
     name: str = "synthetic"
 
     def __post_init__(self) -> None:
-        if self.num_requests < 0:
-            raise ValueError("num_requests must be >= 0")
+        check_load(self.num_requests, self.arrivals)
         if not self.classes:
             raise ValueError("a synthetic workload needs at least one request class")
 
     @classmethod
-    def preset(cls, preset: str, num_requests: int, arrivals: Arrivals, seed: int = 0) -> SyntheticWorkload:
+    def preset(cls, preset: str, num_requests: int | None, arrivals: Load, seed: int = 0) -> SyntheticWorkload:
         try:
             classes = PRESETS[preset]
         except KeyError:
@@ -71,29 +72,34 @@ class SyntheticWorkload:
         return cls(num_requests, arrivals, classes, seed, preset)
 
     @property
+    def request_count(self) -> int:
+        return request_count(self.num_requests, self.arrivals)
+
+    @property
     def max_prompt_tokens(self) -> int:
         return max(c.input_len.upper for c in self.classes)
 
     def requests(self) -> Iterator[FleetRequest]:
         rng = random.Random(f"{self.seed}:{self.name}:content")
-        times = self.arrivals.times(random.Random(f"{self.seed}:{self.name}:arrivals"))
+        times = schedule(self.num_requests, self.arrivals, random.Random(f"{self.seed}:{self.name}:arrivals"))
         classes = list(self.classes)
         weights = [c.weight for c in classes]
         single = len(classes) == 1
-        for i in range(self.num_requests):
+        for i, (t, stage) in enumerate(times):
             cls = classes[0] if single else rng.choices(classes, weights)[0]
             prompt = random_tokens(rng, cls.input_len.sample(rng))
-            yield FleetRequest(f"{cls.label}-{i}", next(times), prompt, cls.output_len.sample(rng), label=cls.label)
+            yield FleetRequest(f"{cls.label}-{i}", t, prompt, cls.output_len.sample(rng), label=cls.label,
+                               stage=stage)
 
     def summary(self) -> str:
         total = sum(c.weight for c in self.classes)
         parts = [f"{c.label} {c.weight / total:.0%} (in {c.input_len}, out {c.output_len})" for c in self.classes]
-        return f"{self.name}: {', '.join(parts)}; {self.num_requests} requests, {self.arrivals}"
+        return f"{self.name}: {', '.join(parts)}; {self.request_count} requests, {self.arrivals}"
 
     def describe(self) -> dict[str, object]:
         return {
             "type": self.name,
-            "num_requests": self.num_requests,
+            "num_requests": self.request_count,
             "arrivals": self.arrivals.describe(),
             "classes": [c.describe() for c in self.classes],
             "seed": self.seed,

@@ -9,6 +9,14 @@ Prompts are made of the built-in tokenizer's output words (one word = one token 
 ``simulator.engine.tokenizer``), so ``FleetRequest.text`` decodes back to text that re-tokenizes to the
 same ids -- what a text-based router (the picker's prefix index) needs to see the same prefixes the
 simulated engines cache.
+
+A request also carries what an HTTP client needs to replay it against real servers (``benchmarks``):
+multi-turn requests (``chat`` set) go to ``/v1/chat/completions`` with ``messages()``, all others to
+``/v1/completions`` with ``text``; a request naming ``lora_name`` sends the adapter's name as ``model``
+(vLLM's convention: ``--lora-modules NAME=PATH`` makes NAME a model); ``max_tokens`` with ``ignore_eos``.
+For chat requests ``prompt_token_ids`` are exactly what the simulator's chat template
+(``simulator.engine.chat_template``) renders from ``messages()`` and the tokenizer encodes, so the virtual-time
+fleet and an HTTP run see the same tokens.
 """
 
 from __future__ import annotations
@@ -20,10 +28,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from simulator.engine.chat_template import render_chat
 from simulator.engine.request import EngineRequest
 from simulator.engine.tokenizer import OUTPUT_TOKEN_IDS, decode
 
-__all__ = ["FleetRequest", "Length", "Workload", "random_tokens"]
+__all__ = ["ChatMessage", "FleetRequest", "Length", "Workload", "random_tokens"]
+
+# One chat message: (role, content token ids); the content decodes to text with ``decode``.
+ChatMessage = tuple[str, Sequence[int]]
 
 
 @dataclass(slots=True)
@@ -39,7 +51,14 @@ class FleetRequest:
     label: str = ""
     # Shared-prefix group (the system prompt it starts with), or None.
     group: int | None = None
+    # The adapter to run (sent as the request's ``model``), or None for the base model.
     lora_name: str | None = None
+    # Index of the arrival stage the request was sent in (0 with a single rate).
+    stage: int = 0
+    # Conversation id for session affinity (multi-turn chat), or None.
+    session: str | None = None
+    # Chat structure of a multi-turn request (system, user, assistant, ..., user), or None for a plain prompt.
+    chat: tuple[ChatMessage, ...] | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -47,8 +66,23 @@ class FleetRequest:
 
     @property
     def text(self) -> str:
-        """The prompt as text (words of the built-in tokenizer; re-tokenizes to ``prompt_token_ids``)."""
+        """The prompt as text that re-tokenizes to ``prompt_token_ids``: the words of the built-in tokenizer, or
+        for a chat request the chat template's rendering of ``messages()``."""
+        messages = self.messages()
+        if messages is not None:
+            return render_chat(messages)
         return decode(self.prompt_token_ids)
+
+    def messages(self) -> list[dict[str, str]] | None:
+        """OpenAI chat ``messages`` for ``/v1/chat/completions``, or None: send ``text`` to ``/v1/completions``."""
+        if self.chat is None:
+            return None
+        return [{"role": role, "content": decode(ids)} for role, ids in self.chat]
+
+    @property
+    def api_path(self) -> str:
+        """The OpenAI endpoint an HTTP client sends this request to."""
+        return "/v1/chat/completions" if self.chat is not None else "/v1/completions"
 
     def engine_request(self) -> EngineRequest:
         return EngineRequest(
@@ -65,6 +99,11 @@ class Workload(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def request_count(self) -> int:
+        """How many requests ``requests()`` yields (given, or following from staged arrivals)."""
+        ...
 
     def requests(self) -> Iterator[FleetRequest]:
         """A fresh iterator over the same requests every time, arrival times non-decreasing."""
