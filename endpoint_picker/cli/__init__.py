@@ -64,6 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_stack_arguments(stack_parser)
         stack_parser.set_defaults(run=stack_main)
+
+    bench_parser = sub.add_parser("bench", help="benchmarks: routing vs round robin and peer routers, fleet scale, "
+                                  "overhead", description="Run the benchmarks behind docs/benchmarks.md.")
+    try:
+        from benchmarks.cli import add_bench_arguments, bench_main
+    except ImportError as exc:  # the [bench] extra is not installed
+        missing_bench = str(exc)
+
+        async def bench_unavailable(_args: argparse.Namespace) -> int:
+            print(f"endpoint-picker bench needs the 'bench' extra (pip install 'endpoint-picker[bench]'): "
+                  f"{missing_bench}", file=sys.stderr)
+            return 2
+
+        bench_parser.set_defaults(run=bench_unavailable)
+    else:
+        add_bench_arguments(bench_parser)
+        bench_parser.set_defaults(run=bench_main)
     return parser
 
 
