@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # buf (lints protos/ with buf.yaml) comes from the npm registry into .tools/; tests/unit/api reads this pin.
 BUF_VERSION := 1.75.0
 
-.PHONY: stack test lint bench-overhead image-check clean
+.PHONY: stack test lint bench bench-overhead image-check clean
 
 # The install also generates the gRPC stubs of protos/ (setup.py), so it reruns when a .proto changes.
 $(STAMP): pyproject.toml setup.py $(wildcard protos/*/*/*.proto)
@@ -32,6 +32,12 @@ image-check: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The routing comparison of docs/benchmarks.md (round robin, this picker, sglang-router, vllm-router; about
+# 12 minutes; peer routers are installed into .bench/peers on first use). `make bench ARGS="fleet"` and
+# `ARGS="overhead"` run the other two benchmarks.
+bench: $(STAMP)
+	$(BIN)/endpoint-picker bench $(ARGS)
 
 bench-overhead: $(STAMP)
 	$(BIN)/python -m benchmarks.overhead $(ARGS)

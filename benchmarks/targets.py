@@ -7,7 +7,9 @@ the PIDs whose CPU the benchmark records, and stops everything by PID:
 - ``round-robin``: Envoy alone, the pool cluster routing round robin — what a Kubernetes Service gives.
 - ``epp-default`` and named variants (``epp-upstream-default``, or ``epp-config:FILE``): the same Envoy with
   this picker as its ext_proc filter (FULL_DUPLEX_STREAMED, TLS, FailClose, override_host pool), the
-  local gateway of ``endpoint-picker stack``.
+  local gateway of ``endpoint-picker stack``. ``epp-default-buffered`` is the BUFFERED body mode some
+  gateways use: the request body arrives in one message and the response body does not cross the picker
+  (no per-token round trip, but no usage or TTFT seen by the picker either).
 - ``sglang-router`` / ``vllm-router``: the peer routers with ``cache_aware``, installed in their own
   virtualenvs on first use (:mod:`benchmarks.peers`).
 """
@@ -32,7 +34,8 @@ from stack.picker_process import PickerPorts, PickerProcess, PickerSettings
 from stack.ports import free_port
 
 PEER_NAMES = ("sglang-router", "vllm-router")
-PICKER_VARIANTS: dict[str, str | None] = {"epp-default": None, "epp-upstream-default": UPSTREAM_DEFAULT_CONFIG}
+PICKER_VARIANTS: dict[str, str | None] = {"epp-default": None, "epp-upstream-default": UPSTREAM_DEFAULT_CONFIG,
+                                           "epp-default-buffered": None}
 TARGET_NAMES = ("round-robin", *PICKER_VARIANTS, *PEER_NAMES)
 
 
@@ -64,6 +67,7 @@ class EnvoyTarget:
     with_picker: bool
     config_text: str | None = None
     picker_args: Sequence[str] = ()
+    body_mode: str = "fds"  # a mode of benchmarks.overhead.MODES: "fds" or "buffered"
     envoy: EnvoyProcess | None = None
     picker: PickerProcess | None = None
     _port: int = 0
@@ -84,7 +88,8 @@ class EnvoyTarget:
             return "Envoy, pool cluster round robin (no ext_proc): like a Kubernetes Service"
         config = "upstream default profile" if self.config_text == UPSTREAM_DEFAULT_CONFIG else (
             "its default profile" if self.config_text is None else "a custom EndpointPickerConfig")
-        return f"Envoy + this picker ({config}; ext_proc FULL_DUPLEX_STREAMED over TLS)"
+        mode = "FULL_DUPLEX_STREAMED" if self.body_mode == "fds" else "BUFFERED, response body not sent"
+        return f"Envoy + this picker ({config}; ext_proc {mode}, over TLS)"
 
     async def start(self, endpoints: Sequence[str], work_dir: Path) -> None:
         self._endpoints = [HostPort.parse(e) for e in endpoints]
@@ -105,7 +110,7 @@ class EnvoyTarget:
             await self.picker.start(ready_within=60)
             await self._wait_scraped(self.picker)
         self._port, admin_port = free_port(), free_port()
-        doc = gateway_bootstrap("fds" if self.with_picker else "alone", self._endpoints,
+        doc = gateway_bootstrap(self.body_mode if self.with_picker else "alone", self._endpoints,
                                 listener_port=self._port, admin_port=admin_port, picker_port=picker_port)
         path = _write(work_dir / f"{self.name}-envoy.yaml", doc)
         self.envoy = EnvoyProcess(path, admin_address="127.0.0.1", admin_port=admin_port,
@@ -182,7 +187,8 @@ def make_target(name: str, cache_dir: Path) -> Target:
     if name == "round-robin":
         return EnvoyTarget(name, with_picker=False)
     if name in PICKER_VARIANTS:
-        return EnvoyTarget(name, with_picker=True, config_text=PICKER_VARIANTS[name])
+        return EnvoyTarget(name, with_picker=True, config_text=PICKER_VARIANTS[name],
+                           body_mode="buffered" if name.endswith("-buffered") else "fds")
     if name.startswith("epp-config:"):
         path = Path(name.removeprefix("epp-config:"))
         return EnvoyTarget(f"epp-config:{path.stem}", with_picker=True, config_text=path.read_text(encoding="utf-8"))
