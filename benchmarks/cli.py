@@ -33,13 +33,13 @@ from benchmarks.targets import PEER_NAMES, TARGET_NAMES, make_target
 from simulator.fleet.cli import add_workload_arguments, build_workload
 from simulator.server.config import DEFAULT_MODEL
 
-DEFAULT_TARGETS = ("round-robin", "epp-default", "epp-upstream-default", *PEER_NAMES)
+DEFAULT_TARGETS = ("round-robin", "epp-default", "epp-upstream-default", "epp-default-buffered", *PEER_NAMES)
 # The documented run: 32 groups x 8 prompts of 4000 + 400 tokens, 64 out, on 4 servers with 4000 KV blocks
 # each (64k tokens: an eighth of the 32 system prompts fits per server, so where a group goes matters).
-# Round robin saturates near 36 req/s (fleet-sim); the stages climb to it.
+# Round robin saturates near 36 req/s (fleet-sim); the stages climb to it and past it.
 ROUTING_DEFAULTS = {
     "workload": "shared-prefix", "num_groups": 32, "prompts_per_group": 8, "system_prompt_len": 4000,
-    "question_len": "400", "output_len": "64", "stages": "poisson:12x40,24x40,36x40",
+    "question_len": "400", "output_len": "64", "stages": "poisson:12x25,24x25,36x25,48x25",
 }
 
 
