@@ -85,6 +85,13 @@ class TargetRun:
         return {s.index: summarize([r for r in self.results if r.stage == s.index], slo, endpoints) for s in stages}
 
 
+def bar(done: int, total: int, width: int = 24) -> str:
+    """``[#########...............]  37%``: a text progress bar (stderr may be a log file, so no redraws)."""
+    frac = done / total if total else 1.0
+    filled = round(frac * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {frac:4.0%}"
+
+
 def _lag_stats(lags: list[float]) -> tuple[float, float]:
     if not lags:
         return 0.0, 0.0
@@ -126,14 +133,15 @@ async def replay(url: str, plan: Sequence[TimedRequest], stages: Sequence[StageP
             now = time.monotonic() - t0
             if now - last_report >= 5.0:
                 last_report = now
-                progress(f"{label}: {now:5.0f}s  sent {i + 1}/{total}  done {done}  in flight {len(tasks)}")
+                progress(f"{label}: {bar(done, total)}  {now:4.0f}s  sent {i + 1}/{total}  done {done}  "
+                         f"in flight {len(tasks)}")
         for _, stage in boundaries:  # stages with no requests
             on_stage(stage)
         deadline = time.monotonic() + request_timeout + 5
         while tasks and time.monotonic() < deadline:
             await asyncio.wait(set(tasks), timeout=5.0)
-            progress(f"{label}: {time.monotonic() - t0:5.0f}s  sent {total}/{total}  done {done}  "
-                     f"in flight {len(tasks)}")
+            progress(f"{label}: {bar(done, total)}  {time.monotonic() - t0:4.0f}s  sent {total}/{total}  "
+                     f"done {done}  in flight {len(tasks)}")
         for task in list(tasks):
             task.cancel()
     return results, lags

@@ -61,3 +61,12 @@ def test_summary_throughput_goodput_cache_and_spread() -> None:
 def test_tpot_needs_two_tokens() -> None:
     assert result(0, sent=0, ttft=0.1, e2e=0.1, out=1, served="a").tpot is None
     assert result(0, sent=0, ttft=0.1, e2e=0.3, out=3, served="a").tpot == pytest.approx(0.1)
+
+
+def test_progress_bar() -> None:
+    from benchmarks.routing import bar
+
+    assert bar(0, 10, width=10) == "[..........]   0%"
+    assert bar(5, 10, width=10) == "[#####.....]  50%"
+    assert bar(10, 10, width=10) == "[##########] 100%"
+    assert bar(0, 0, width=4) == "[####] 100%"
