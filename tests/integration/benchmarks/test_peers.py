@@ -1,7 +1,7 @@
 """The peer routers (sglang-router, vllm-router) really run in front of simulated vLLM servers.
 
-Uses the installs in ``benchmarks.peers.DEFAULT_CACHE_DIR`` only if they are there (each is ~30 s and ~140 MB
-to install); otherwise every test is skipped with the command that installs them.
+Uses the installs in ``benchmarks.peers.DEFAULT_CACHE_DIR`` (``.bench/peers``), installing a router there on
+first use (~30 s and ~140 MB each, from PyPI), as ``endpoint-picker bench`` does.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from benchmarks.peers import (
     PEERS,
     PeerRouter,
     PeerStartError,
+    ensure_installed,
     installed_python,
     parse_workers,
     prefix_routing_counts,
@@ -38,9 +39,8 @@ PROMPT = "Summarise the plot of a long novel about a lighthouse keeper and the s
 
 def python_for(name: str) -> Path:
     python = installed_python(name, DEFAULT_CACHE_DIR)
-    if python is None:
-        pytest.skip(f"{PEERS[name].pin} is not installed in {DEFAULT_CACHE_DIR}; install it with "
-                    f"`.venv/bin/python -m benchmarks.peers install {name}`")
+    if python is None:  # first run on this checkout: install it (blocking is fine, nothing is in flight yet)
+        python = ensure_installed(name, DEFAULT_CACHE_DIR, progress=lambda _message: None)
     return python
 
 
