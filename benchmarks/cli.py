@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.latency_stats import Slo
+from benchmarks.peers import DEFAULT_CACHE_DIR
 from benchmarks.routing import TargetRun, make_plan, progress_printer, run_target, stage_plans
 from benchmarks.routing_report import write_results
 from benchmarks.sim_fleet import FleetSpec
@@ -78,8 +79,9 @@ def add_routing_arguments(parser: argparse.ArgumentParser) -> None:
                    help="KV blocks per simulated server (default 4000 = 64k tokens)")
     g.add_argument("--max-num-seqs", type=int, default=256)
     g.add_argument("--max-loras", type=int, default=2, help="adapters per batch, for --workload lora (default 2)")
-    g.add_argument("--peer-cache-dir", type=Path, default=Path(".bench/peers"),
-                   help="where peer routers are installed, one virtualenv each (default .bench/peers)")
+    g.add_argument("--peer-cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
+                   help="where peer routers are installed, one virtualenv each (default .bench/peers in the "
+                   "checkout)")
     g.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request (default 120)")
     add_workload_arguments(parser)
     parser.set_defaults(**ROUTING_DEFAULTS)
