@@ -9,19 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from endpoint_picker.journal import KeyJournal
+
 
 class InFlightTracker:
     """Counts of in-flight requests and estimated tokens, keyed by endpoint ``ip:port``."""
 
-    __slots__ = ("_requests", "_tokens")
+    __slots__ = ("_requests", "_tokens", "changes")
 
     def __init__(self) -> None:
         self._requests: dict[str, int] = {}
         self._tokens: dict[str, int] = {}
+        # Every key whose counts moved, for readers that keep views of some endpoints up to date.
+        self.changes = KeyJournal()
 
     def acquire(self, key: str, tokens: int) -> Lease:
         self._requests[key] = self._requests.get(key, 0) + 1
         self._tokens[key] = self._tokens.get(key, 0) + tokens
+        self.changes.add(key)
         return Lease(self, key, tokens)
 
     def requests(self, key: str) -> int:
@@ -42,11 +47,13 @@ class InFlightTracker:
         for key in keys:
             self._requests.pop(key, None)
             self._tokens.pop(key, None)
+            self.changes.add(key)
 
     def _release(self, key: str, tokens: int) -> None:
         n = self._requests.get(key)
         if n is None:
             return
+        self.changes.add(key)
         if n <= 1:
             del self._requests[key]
             self._tokens.pop(key, None)

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from endpoint_picker.journal import KeyJournal
+
 
 @dataclass(frozen=True, slots=True)
 class EndpointMetrics:
@@ -53,16 +55,20 @@ class MetricsStore:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._latest: dict[str, EndpointMetrics] = {}
         self.clock = clock
+        # Every key put or forgotten, for readers that keep views of some endpoints up to date.
+        self.changes = KeyJournal()
 
     def get(self, key: str) -> EndpointMetrics | None:
         return self._latest.get(key)
 
     def put(self, key: str, metrics: EndpointMetrics) -> None:
         self._latest[key] = metrics
+        self.changes.add(key)
 
     def forget(self, keys: Iterable[str]) -> None:
         for key in keys:
             self._latest.pop(key, None)
+            self.changes.add(key)
 
     def snapshot(self) -> dict[str, EndpointMetrics]:
         return dict(self._latest)

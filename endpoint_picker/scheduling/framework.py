@@ -5,6 +5,11 @@ then its weighted scorers (each score clamped to [0, 1], multiplied by the weigh
 Plugins are small classes registered under the upstream type strings (see :mod:`registry`); they read what
 they need from :class:`EndpointState` (one per candidate, built once per cycle) and share per-cycle data
 through :class:`CycleState`.
+
+Scorers may also update their previous cycle's scores instead of recomputing every endpoint's
+(:meth:`Scorer.score_delta`): when a cycle's candidates are the very endpoints of the previous cycle, in the
+same order, the scheduler says which positions hold a new :class:`EndpointState` (:class:`CandidateDelta`) --
+between two requests only a few endpoints' metrics or in-flight counts move, out of hundreds.
 """
 
 from __future__ import annotations
@@ -33,6 +38,26 @@ class EndpointState:
 
 class CycleState(dict[str, Any]):
     """Data shared by the plugins of one scheduling cycle (e.g. prefix matches from a producer)."""
+
+
+# CycleState key of the cycle's CandidateDelta, set by the scheduler before the data producers run.
+CANDIDATES_KEY = "Candidates"
+
+
+@dataclass(slots=True)
+class CandidateDelta:
+    """This cycle's candidates against the previous cycle's.
+
+    Every cycle has a new ``generation``. When the candidates are the previous cycle's endpoints in the same
+    order, ``previous`` is that cycle's generation and ``changed`` lists the positions whose
+    :class:`EndpointState` object was replaced (every other position holds the very same object); otherwise
+    ``previous`` is None. ``index`` maps endpoint key to position when the scheduler has it (else None).
+    """
+
+    generation: int
+    previous: int | None = None
+    changed: list[int] = field(default_factory=list)
+    index: dict[str, int] | None = None
 
 
 class Category(enum.StrEnum):
@@ -68,6 +93,18 @@ class Scorer(Plugin):
         """One score per endpoint, in the order given; the framework clamps to [0, 1]."""
         raise NotImplementedError
 
+    def score_delta(self, cycle: CycleState, request: InferenceRequest, endpoints: list[EndpointState],
+                    delta: CandidateDelta | None) -> tuple[list[float], list[int] | None]:
+        """What the scheduler calls: the scores, and the positions whose score may differ from this scorer's
+        scores of cycle ``delta.previous`` (None: any may differ).
+
+        ``delta`` is None when ``endpoints`` is not the cycle's full candidate list (a filter removed some).
+        The default scores every endpoint. A scorer that keeps its previous scores may update them in place
+        and return that list; it must return exactly what :meth:`score` would, and the caller does not keep
+        the list past the call.
+        """
+        return self.score(cycle, request, endpoints), None
+
 
 @dataclass(slots=True)
 class ScoredEndpoint:
@@ -80,6 +117,15 @@ class Picker(Plugin):
              scored: list[ScoredEndpoint]) -> list[EndpointState]:
         """The chosen endpoints, best first (the rest are the proxy's fallbacks)."""
         raise NotImplementedError
+
+    def pick_scored(self, cycle: CycleState, request: InferenceRequest, endpoints: list[EndpointState],
+                    totals: list[float]) -> list[EndpointState]:
+        """What the scheduler calls: ``pick`` over ``endpoints`` with their total scores (parallel lists).
+
+        A picker that can choose from the two lists directly overrides this to skip building a
+        :class:`ScoredEndpoint` per endpoint per cycle; it must choose exactly as ``pick`` would.
+        """
+        return self.pick(cycle, request, [ScoredEndpoint(e, t) for e, t in zip(endpoints, totals, strict=True)])
 
 
 class DataProducer(Plugin):

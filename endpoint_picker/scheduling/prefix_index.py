@@ -10,7 +10,7 @@ that endpoint holds. Hashes use Python's built-in hash (fast, and only ever comp
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 
 def block_hashes(data: bytes, seed: object, block_bytes: int, max_blocks: int) -> list[int]:
@@ -41,15 +41,26 @@ class ApproxPrefixIndex:
         lru = self._lru.get(key)
         return len(lru) if lru else 0
 
-    def match(self, hashes: Sequence[int], candidates: Iterable[str]) -> dict[str, int]:
-        """Leading blocks of ``hashes`` each candidate holds (candidates with no match are left out)."""
-        alive = {c for c in candidates if c in self._lru}
-        matched: dict[str, int] = {}
+    def match(self, hashes: Sequence[int], candidates: Iterable[str] | Collection[str]) -> dict[str, int]:
+        """Leading blocks of ``hashes`` each candidate holds (candidates with no match are left out).
+
+        ``candidates`` may be a set or a dict keyed by endpoint key: then only the holders of the first block
+        are looked up in it, instead of every candidate in the holders.
+        """
         holders = self._holders
-        for i, h in enumerate(hashes):
+        first = holders.get(hashes[0]) if hashes else None
+        if not first:
+            return {}
+        # Only holders of the first block can match at all: start from them.
+        if isinstance(candidates, (set, frozenset, dict)) and len(first) <= len(candidates):
+            alive = {c for c in first if c in candidates}
+        else:
+            alive = first.intersection(candidates)
+        matched: dict[str, int] = {}
+        for i in range(1, len(hashes)):
             if not alive:
                 break
-            have = holders.get(h)
+            have = holders.get(hashes[i])
             if not have:
                 for c in alive:
                     matched[c] = i
@@ -62,7 +73,7 @@ class ApproxPrefixIndex:
                 alive = still
         for c in alive:
             matched[c] = len(hashes)
-        return {c: n for c, n in matched.items() if n}
+        return matched  # every count is >= 1: the candidates all hold the first block
 
     def add(self, key: str, hashes: Sequence[int], capacity: int) -> None:
         """Remember that ``key`` was sent these blocks; evict its least recently used beyond ``capacity``."""

@@ -6,10 +6,14 @@ count <= idleThreshold -> 1.0; else (max - count) / max * maxBusyScore, max over
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 from endpoint_picker.request import InferenceRequest
-from endpoint_picker.scheduling.framework import Category, CycleState, EndpointState, Scorer
+from endpoint_picker.scheduling.framework import CandidateDelta, Category, CycleState, EndpointState, Scorer
+from endpoint_picker.scheduling.plugins._delta import ScoreMemo, Tally
 from endpoint_picker.scheduling.registry import ParamError, PluginContext, register
+
+_INFLIGHT = attrgetter("inflight_requests")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +39,45 @@ class ActiveRequestScorer(Scorer):
         super().__init__(name)
         self._idle = params.idle_threshold
         self._busy = params.max_busy_score
+        # The previous cycle's counts and their maximum, for score_delta.
+        self._memo = ScoreMemo()
+        self._counts: list[int] = []
+        self._tally = Tally()  # of _counts
+        self._top = 0
 
     def score(self, cycle: CycleState, request: InferenceRequest, endpoints: list[EndpointState]) -> list[float]:
-        counts = [e.inflight_requests for e in endpoints]
+        return self._scores(list(map(_INFLIGHT, endpoints)))
+
+    def _scores(self, counts: list[int]) -> list[float]:
         top = max(counts, default=0)
-        return [1.0 if c <= self._idle else (top - c) / top * self._busy for c in counts]
+        idle = self._idle
+        if top <= idle:  # every count is idle
+            return [1.0] * len(counts)
+        busy = self._busy
+        return [1.0 if c <= idle else (top - c) / top * busy for c in counts]
+
+    def score_delta(self, cycle: CycleState, request: InferenceRequest, endpoints: list[EndpointState],
+                    delta: CandidateDelta | None) -> tuple[list[float], list[int] | None]:
+        memo = self._memo
+        counts = self._counts
+        if delta is not None and memo.follows(delta, len(endpoints)):
+            tally = self._tally
+            for i in delta.changed:
+                new = endpoints[i].inflight_requests
+                tally.replace(counts[i], new)
+                counts[i] = new
+            top = max(tally, default=0)
+            if top == self._top:  # same maximum: only the changed counts score differently
+                scores = memo.scores
+                idle = self._idle
+                busy = self._busy
+                for i in delta.changed:
+                    c = counts[i]
+                    scores[i] = 1.0 if c <= idle else (top - c) / top * busy
+                memo.generation = delta.generation
+                return scores, delta.changed
+        else:
+            counts = self._counts = list(map(_INFLIGHT, endpoints))
+            self._tally = Tally(counts)
+        self._top = max(counts, default=0)
+        return memo.keep(delta, self._scores(counts)), None

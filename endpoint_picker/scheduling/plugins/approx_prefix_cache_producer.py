@@ -9,9 +9,12 @@ from the endpoints' ``vllm:cache_config_info`` (block_size, num_gpu_blocks) once
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 from endpoint_picker.request import InferenceRequest
 from endpoint_picker.scheduling.framework import (
+    CANDIDATES_KEY,
+    CandidateDelta,
     CycleState,
     DataProducer,
     EndpointState,
@@ -24,6 +27,7 @@ from endpoint_picker.scheduling.registry import ParamError, PluginContext, regis
 
 PREFIX_MATCH_KEY = "PrefixCacheMatchInfo"
 CHARS_PER_TOKEN = 4
+_KEY = attrgetter("key")
 
 
 @dataclass(slots=True)
@@ -86,7 +90,9 @@ class ApproxPrefixCacheProducer(DataProducer, PreRequest):
                       else p.max_prefix_blocks_to_match)
         seed = (request.served_model, (request.body or {}).get("cache_salt"))
         hashes = block_hashes(prompt_bytes(request), seed, block_tokens * CHARS_PER_TOKEN, max_blocks)
-        matches = self.index.match(hashes, (e.key for e in endpoints)) if hashes else {}
+        delta = cycle.get(CANDIDATES_KEY)
+        known = delta.index if isinstance(delta, CandidateDelta) else None  # the candidates' keys, when at hand
+        matches = self.index.match(hashes, map(_KEY, endpoints) if known is None else known) if hashes else {}
         cycle[PREFIX_MATCH_KEY] = PrefixMatchInfo(len(hashes), block_tokens, matches, hashes)
 
     def pre_request(self, cycle: CycleState, request: InferenceRequest, results: dict[str, ProfileResult],

@@ -44,3 +44,18 @@ class MaxScorePicker(CountingPicker):
         random = rng.random
         ranked = sorted(scored, key=lambda s: (-s.score, random()))  # the random key breaks ties
         return [s.state for s in ranked[: self.max_endpoints]]
+
+    def pick_scored(self, cycle: CycleState, request: InferenceRequest, endpoints: list[EndpointState],
+                    totals: list[float]) -> list[EndpointState]:
+        if self.max_endpoints != 1 or len(endpoints) != len(totals):
+            return super().pick_scored(cycle, request, endpoints, totals)
+        best = max(totals)
+        if best != best:  # NaN: index() would match it by identity, where pick() compares
+            return super().pick_scored(cycle, request, endpoints, totals)
+        first = totals.index(best)
+        try:
+            totals.index(best, first + 1)
+        except ValueError:  # the only one
+            return [endpoints[first]]
+        # The same tie list, in the same order, as pick() builds: the same draw from the same generator.
+        return [self._rng.choice([e for e, t in zip(endpoints, totals, strict=True) if t == best])]

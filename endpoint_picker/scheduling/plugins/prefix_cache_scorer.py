@@ -8,11 +8,16 @@ Reads :class:`PrefixMatchInfo` from the producer (auto-created when not configur
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter, truediv
 
 from endpoint_picker.request import InferenceRequest
-from endpoint_picker.scheduling.framework import Category, CycleState, EndpointState, Scorer
+from endpoint_picker.scheduling.framework import CandidateDelta, Category, CycleState, EndpointState, Scorer
+from endpoint_picker.scheduling.plugins._delta import ScoreMemo
 from endpoint_picker.scheduling.plugins.approx_prefix_cache_producer import PREFIX_MATCH_KEY, PrefixMatchInfo
 from endpoint_picker.scheduling.registry import ParamError, PluginContext, register
+
+_KEY = attrgetter("key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +49,61 @@ class PrefixCacheScorer(Scorer):
     def __init__(self, name: str, params: PrefixScorerParams, context: PluginContext) -> None:
         super().__init__(name)
         self.params = params
+        # The previous cycle's scores and the positions where they were not 0, for score_delta.
+        self._memo = ScoreMemo()
+        self._nonzero: list[int] = []
 
-    def score(self, cycle: CycleState, request: InferenceRequest, endpoints: list[EndpointState]) -> list[float]:
+    @staticmethod
+    def _info(cycle: CycleState) -> PrefixMatchInfo | None:
         info = cycle.get(PREFIX_MATCH_KEY)
         if not isinstance(info, PrefixMatchInfo) or not info.total_blocks or not info.matches:
-            return [0.0] * len(endpoints)
-        total = info.total_blocks
+            return None
+        return info
+
+    def _one(self, blocks: int, info: PrefixMatchInfo) -> float:
+        """The score of an endpoint holding ``blocks`` leading blocks (0 gives 0.0)."""
+        ratio = blocks / info.total_blocks
         w = self.params.match_length_weight
-        scale = self.params.match_length_scale_tokens
-        out = []
-        for e in endpoints:
-            blocks = info.matches.get(e.key, 0)
-            ratio = blocks / total
-            if w:
-                length = min(1.0, blocks * info.block_size_tokens / scale)
-                out.append(w * length * length + (1.0 - w) * ratio)
-            else:
-                out.append(ratio)
-        return out
+        if not w:
+            return ratio
+        length = min(1.0, blocks * info.block_size_tokens / self.params.match_length_scale_tokens)
+        return w * length * length + (1.0 - w) * ratio
+
+    def score(self, cycle: CycleState, request: InferenceRequest, endpoints: list[EndpointState]) -> list[float]:
+        info = self._info(cycle)
+        if info is None:
+            return [0.0] * len(endpoints)
+        matched = list(map(info.matches.get, map(_KEY, endpoints), repeat(0)))
+        if not self.params.match_length_weight:
+            return list(map(truediv, matched, repeat(info.total_blocks)))  # blocks / total, without a Python loop
+        one = self._one
+        return [one(blocks, info) for blocks in matched]
+
+    def score_delta(self, cycle: CycleState, request: InferenceRequest, endpoints: list[EndpointState],
+                    delta: CandidateDelta | None) -> tuple[list[float], list[int] | None]:
+        # Scores are 0 except where the request's prefix matched: reset the previous matches, set the new.
+        memo = self._memo
+        info = self._info(cycle)
+        index = None if delta is None else delta.index
+        if index is None:
+            return memo.keep(None, self.score(cycle, request, endpoints)), None
+        if memo.follows(delta, len(endpoints)):
+            scores = memo.scores
+            changed = self._nonzero
+            for i in changed:
+                scores[i] = 0.0
+        else:
+            scores = [0.0] * len(endpoints)
+            changed = None
+        nonzero = []
+        if info is not None:
+            one = self._one
+            for key, blocks in info.matches.items():
+                i = index.get(key)
+                if i is not None:
+                    scores[i] = one(blocks, info)
+                    nonzero.append(i)
+        self._nonzero = nonzero
+        if changed is not None:
+            changed = changed + nonzero
+        return memo.keep(delta, scores), changed

@@ -7,26 +7,22 @@ missing metrics count as the longest queue (stale = saturated).
 from __future__ import annotations
 
 from endpoint_picker.request import InferenceRequest
-from endpoint_picker.scheduling.framework import Category, CycleState, EndpointState, Scorer
+from endpoint_picker.scheduling.framework import Category, CycleState, EndpointState
+from endpoint_picker.scheduling.plugins._delta import MinMaxInverseScorer, min_max_inverse
 from endpoint_picker.scheduling.registry import NoParams, PluginContext, register
 
+__all__ = ["QueueScorer", "min_max_inverse"]
 
-def min_max_inverse(values: list[float | None]) -> list[float]:
-    """Lower is better; None (unknown) scores 0; all known values equal score 1."""
-    known = [v for v in values if v is not None]
-    if not known:
-        return [0.0] * len(values)
-    lo, hi = min(known), max(known)
-    if hi == lo:
-        return [0.0 if v is None else 1.0 for v in values]
-    span = hi - lo
-    return [0.0 if v is None else (hi - v) / span for v in values]
+
+def _waiting(e: EndpointState) -> float | None:
+    return None if e.stale or e.metrics is None else e.metrics.waiting_queue_size
 
 
 @register()
-class QueueScorer(Scorer):
+class QueueScorer(MinMaxInverseScorer):
     type_name = "queue-scorer"
     category = Category.DISTRIBUTION
+    value_of = staticmethod(_waiting)
 
     def __init__(self, name: str, params: NoParams, context: PluginContext) -> None:
         super().__init__(name)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from endpoint_picker.request import InferenceRequest
-from endpoint_picker.scheduling.framework import Category, CycleState, EndpointState, Scorer
+from endpoint_picker.scheduling.framework import Category, CycleState, EndpointState
+from endpoint_picker.scheduling.plugins._delta import PerEndpointScorer
 from endpoint_picker.scheduling.registry import ParamError, PluginContext, register
 
 
@@ -19,7 +20,7 @@ class TokenLoadParams:
 
 
 @register()
-class TokenLoadScorer(Scorer):
+class TokenLoadScorer(PerEndpointScorer):
     type_name = "token-load-scorer"
     category = Category.DISTRIBUTION
     Params = TokenLoadParams
@@ -27,6 +28,9 @@ class TokenLoadScorer(Scorer):
     def __init__(self, name: str, params: TokenLoadParams, context: PluginContext) -> None:
         super().__init__(name)
         self._threshold = params.queue_threshold_tokens
+
+    def score_one(self, e: EndpointState) -> float:
+        return 1.0 - min(1.0, e.inflight_tokens / self._threshold)
 
     def score(self, cycle: CycleState, request: InferenceRequest, endpoints: list[EndpointState]) -> list[float]:
         t = self._threshold
