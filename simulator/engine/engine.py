@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from simulator.engine.config import EngineConfig
 from simulator.engine.events import KVCacheEvent, KVEventBatch, KVEventBuffer
-from simulator.engine.hashing import NO_KEYS, BlockHasher, RequestKeys
+from simulator.engine.hashing import NO_KEYS, BlockHasher, PromptHashCache, RequestKeys
 from simulator.engine.kv_cache import KVCacheManager
 from simulator.engine.lora import LoraSlots
 from simulator.engine.metrics import EngineCounters, EngineMetrics
@@ -85,8 +85,11 @@ class StepResult:
 class Engine:
     """One simulated vLLM engine (one data-parallel rank)."""
 
-    def __init__(self, config: EngineConfig | None = None) -> None:
+    def __init__(self, config: EngineConfig | None = None, *, prompt_hashes: PromptHashCache | None = None) -> None:
+        """``prompt_hashes``: digests of prompts other engines (or this one) hashed before, looked up by the
+        identity of the request's token list (see :class:`PromptHashCache` for when that is safe)."""
         cfg = config or EngineConfig()
+        self._prompt_hashes = prompt_hashes
         self.config = cfg
         self.profile = cfg.profile
         self.block_size = cfg.block_size
@@ -152,7 +155,16 @@ class Engine:
         ready = arrival + self.profile.frontend_delay(n_prompt)
         seq = Sequence.from_request(request, arrival_time=arrival, ready_time=ready, keys=keys, lora_id=lora_id)
         if self._caching:
-            self._hasher.extend(seq.block_hashes, seq.token_ids, self.block_size, keys)
+            known = None
+            cache = self._prompt_hashes
+            if cache is not None and keys is NO_KEYS:
+                known = cache.get(self._hasher, self.block_size, request.prompt_token_ids)
+            if known is not None:
+                seq.block_hashes.extend(known)
+            else:
+                self._hasher.extend(seq.block_hashes, seq.token_ids, self.block_size, keys)
+                if cache is not None and keys is NO_KEYS:
+                    cache.put(self._hasher, self.block_size, request.prompt_token_ids, seq.block_hashes)
         self._seqs[seq.request_id] = seq
         heapq.heappush(self._pending, (ready, next(self._order), seq))
 
@@ -233,13 +245,17 @@ class Engine:
         end = start + duration + lora_time
         self.now = end
 
+        # Every list given rather than left to default factories (this runs once per step); kv_events below.
         result = StepResult(
             start_time=start,
             end_time=end,
             num_prefill_tokens=n_prefill,
             num_decode_tokens=n_decode,
             num_scheduled_requests=len(scheduled),
-            preempted=[s.request_id for s in preempted],
+            tokens=[],
+            finished=[],
+            kv_events=[],
+            preempted=[s.request_id for s in preempted] if preempted else [],
             lora_load_time=lora_time,
         )
         self._update(scheduled, result)
@@ -256,6 +272,8 @@ class Engine:
         # Adapters in this batch, insertion-ordered (a set of str would iterate in a per-process order).
         loras: dict[str, None] = {}
         running = self._running
+        bs = self.block_size
+        caching = kv.enable_caching
 
         i = 0
         while i < len(running) and budget > 0:
@@ -266,7 +284,11 @@ class Engine:
             if n <= 0:
                 i += 1
                 continue
-            fits = kv.allocate_slots(seq, n)
+            total = seq.num_computed_tokens + n
+            if total <= len(seq.blocks) * bs and not (caching and total // bs > seq.num_cached_blocks):
+                fits = True  # allocate_slots' fast path, inline: within held blocks, none newly full
+            else:
+                fits = kv.allocate_slots(seq, n)
             while not fits:
                 victim = running.pop()
                 self._preempt(victim)
@@ -287,7 +309,6 @@ class Engine:
 
         waiting = self._waiting
         skipped: list[Sequence] = []
-        bs = self.block_size
         counters = self.counters
         while waiting and budget > 0 and len(running) < cfg.max_num_seqs:
             seq = waiting[0]
@@ -346,12 +367,16 @@ class Engine:
         counters = self.counters
         tokens = result.tokens
         done: list[Sequence] = []
+        vocab = self._out_vocab
+        n_vocab = len(vocab)
+        rand = self._rng.random
         for seq, n in scheduled:
             seq.num_computed_tokens += n
             token_ids = seq.token_ids
             if seq.num_computed_tokens < len(token_ids):
                 continue  # a prefill chunk that did not reach the end samples nothing
-            token = self._next_token(seq)
+            # _next_token inline for the usual unscripted request (the same draw from the same generator)
+            token = vocab[int(rand() * n_vocab)] if seq.scripted_output is None else self._next_token(seq)
             token_ids.append(token)
             if caching and len(token_ids) % bs == 0:
                 self._hasher.extend(seq.block_hashes, token_ids, bs, seq.keys)
@@ -429,6 +454,12 @@ class Engine:
     @property
     def num_waiting(self) -> int:
         return len(self._waiting)
+
+    def gauges(self) -> tuple[int, int, float, int, int]:
+        """Running, waiting, KV usage, prefix-cache queries and hits: a router's view of the engine, in one call
+        (the fleet simulator reads it after every step)."""
+        c = self.counters
+        return len(self._running), len(self._waiting), self.kv.usage, c.prefix_cache_queries, c.prefix_cache_hits
 
     def lora_adapters(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Adapters of running and of waiting requests, each sorted (vllm:lora_requests_info's labels)."""

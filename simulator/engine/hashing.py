@@ -36,6 +36,7 @@ __all__ = [
     "ExtraKeys",
     "ExtraKeysStyle",
     "HashAlgo",
+    "PromptHashCache",
     "RequestKeys",
     "compute_block_hashes",
     "hash_function",
@@ -171,6 +172,41 @@ class BlockHasher:
             block = tuple(token_ids[start : start + block_size])
             parent = fn((parent or none_hash, block, keys.first if i == 0 else keys.rest))
             hashes.append(parent)
+
+
+class PromptHashCache:
+    """The block digests of prompts already hashed, by the identity of the prompt's token list.
+
+    Why it exists: hashing a prompt (serialise and SHA-256 every block) is the largest part of adding a
+    request to an engine, and a simulated fleet sends the same prompts again and again -- its workloads reuse
+    one token list per prompt. Engines that share a cache look a list up by identity instead of rehashing it.
+    Only for callers that never mutate a token list they submitted (a changed length is detected and
+    rehashed, changed contents are not); only for requests without extra keys (no LoRA, no cache salt).
+    Holds at most ``capacity`` lists (keeping them alive keeps their ids unique) and starts over when full.
+    """
+
+    __slots__ = ("_capacity", "_entries")
+
+    def __init__(self, capacity: int = 4096) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self._capacity = capacity
+        # (algorithm, seed, block size, id of the token list) -> (the list, its digests)
+        self._entries: dict[tuple[str, str, int, int], tuple[Sequence[int], tuple[bytes, ...]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, hasher: BlockHasher, block_size: int, token_ids: Sequence[int]) -> tuple[bytes, ...] | None:
+        hit = self._entries.get((hasher.algo, hasher.seed, block_size, id(token_ids)))
+        if hit is None or hit[0] is not token_ids or len(hit[1]) != len(token_ids) // block_size:
+            return None
+        return hit[1]
+
+    def put(self, hasher: BlockHasher, block_size: int, token_ids: Sequence[int], digests: Sequence[bytes]) -> None:
+        if len(self._entries) >= self._capacity:
+            self._entries.clear()
+        self._entries[(hasher.algo, hasher.seed, block_size, id(token_ids))] = (token_ids, tuple(digests))
 
 
 def compute_block_hashes(

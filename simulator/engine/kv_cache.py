@@ -10,6 +10,8 @@ engine still holds -- the facts a cache-aware router bets on. This module keeps 
 - free blocks wait in one queue: freed cached blocks go to the tail (a request frees its blocks in reverse,
   so its tail blocks are evicted before its head), freed uncached blocks go to the head (reused first);
   allocation pops from the head and evicts the hash of a cached block it reuses -- LRU eviction, lazily;
+  blocks never used yet sit in the middle of that queue in id order, and are only created when first
+  allocated (a fleet of a thousand engines would otherwise build 29 million block objects up front);
 - ``kv_cache_usage_perc = 1 - free / (num_gpu_blocks - 1)``: cached blocks nobody references count as free;
 - events: ``BlockStored`` per request per allocation that completes blocks, ``BlockRemoved`` per evicted
   hash, ``AllBlocksCleared`` on reset.
@@ -17,7 +19,7 @@ engine still holds -- the facts a cache-aware router bets on. This module keeps 
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +45,8 @@ class KVCacheManager:
         "_cached",
         "_emit",
         "_free",
+        "_fresh",
+        "_head",
         "_int_hashes",
         "block_size",
         "blocks",
@@ -66,12 +70,18 @@ class KVCacheManager:
         self.usable_blocks = num_gpu_blocks - 1
         self.block_size = block_size
         self.enable_caching = enable_caching
-        self.blocks = [KVBlock(i) for i in range(num_gpu_blocks)]
-        # Free queue in eviction order (head = next to reuse). Block 0 is the null block: never free.
-        self._free: OrderedDict[int, KVBlock] = OrderedDict((b.block_id, b) for b in self.blocks[1:])
-        # Prefix-cache index: digest -> {block_id: block}. vLLM does not deduplicate: two requests that
-        # compute the same block concurrently both cache it.
-        self._cached: dict[bytes, dict[int, KVBlock]] = {}
+        # The blocks created so far, by id (block 0 is the null block: never free, never allocated).
+        self.blocks = [KVBlock(0)]
+        # The free queue in eviction order is _head, then the never-used blocks _fresh..num_gpu_blocks-1
+        # (created on first allocation), then _free. _head holds freed uncached blocks (reused first; never
+        # a prefix-cache hit, so never removed from the middle); _free freed blocks in LRU order.
+        self._head: deque[KVBlock] = deque()
+        self._fresh = 1
+        self._free: OrderedDict[int, KVBlock] = OrderedDict()
+        # Prefix-cache index: digest -> {block_id: block}, or the block itself while it is the only one (no
+        # dict per cached block). vLLM does not deduplicate: two requests that compute the same block
+        # concurrently both cache it; the first cached is the one hits use.
+        self._cached: dict[bytes, KVBlock | dict[int, KVBlock]] = {}
         self._emit = emit
         self._int_hashes = int_hashes
 
@@ -80,15 +90,15 @@ class KVCacheManager:
     @property
     def num_free_blocks(self) -> int:
         """Blocks not referenced by any request (cached ones included)."""
-        return len(self._free)
+        return len(self._head) + self.num_gpu_blocks - self._fresh + len(self._free)
 
     @property
     def usage(self) -> float:
-        return 1.0 - len(self._free) / self.usable_blocks
+        return 1.0 - (len(self._head) + self.num_gpu_blocks - self._fresh + len(self._free)) / self.usable_blocks
 
     @property
     def num_cached_blocks(self) -> int:
-        return sum(len(d) for d in self._cached.values())
+        return sum(1 if type(d) is KVBlock else len(d) for d in self._cached.values())
 
     def cached_hashes(self) -> set[bytes]:
         """Digests currently matchable in the prefix cache."""
@@ -96,7 +106,7 @@ class KVCacheManager:
 
     def free_queue_ids(self) -> list[int]:
         """Free block ids in eviction order (for inspection and tests)."""
-        return list(self._free)
+        return [b.block_id for b in self._head] + list(range(self._fresh, self.num_gpu_blocks)) + list(self._free)
 
     # -- prefix cache ---------------------------------------------------------------------------------
 
@@ -112,7 +122,7 @@ class KVCacheManager:
             entry = cached.get(hashes[i])
             if not entry:
                 break
-            hits.append(next(iter(entry.values())))
+            hits.append(entry if type(entry) is KVBlock else next(iter(entry.values())))
         return hits
 
     # -- allocation -----------------------------------------------------------------------------------
@@ -151,7 +161,7 @@ class KVCacheManager:
             for b in hits:
                 if b.ref_cnt == 0:
                     evictable_hits += 1
-            if need > len(self._free) - evictable_hits:
+            if need > self.num_free_blocks - evictable_hits:
                 return False
         free = self._free
         if hits:
@@ -162,10 +172,18 @@ class KVCacheManager:
             seq.blocks.extend(hits)
             seq.num_cached_blocks = len(seq.blocks)
         blocks = seq.blocks
+        head = self._head
         for _ in range(n_alloc):
-            _, b = free.popitem(last=False)
-            if b.block_hash is not None:
-                self._evict(b)
+            if head:
+                b = head.popleft()
+            elif self._fresh < self.num_gpu_blocks:
+                b = KVBlock(self._fresh)
+                self.blocks.append(b)
+                self._fresh += 1
+            else:
+                _, b = free.popitem(last=False)
+                if b.block_hash is not None:
+                    self._evict(b)
             b.ref_cnt = 1
             blocks.append(b)
         if self.enable_caching:
@@ -187,7 +205,10 @@ class KVCacheManager:
             b.block_hash = h
             entry = cached.get(h)
             if entry is None:
-                cached[h] = {b.block_id: b}
+                cached[h] = b
+            elif type(entry) is KVBlock:
+                if entry is not b:
+                    cached[h] = {entry.block_id: entry, b.block_id: b}
             else:
                 entry[b.block_id] = b
         seq.num_cached_blocks = n_full
@@ -212,10 +233,17 @@ class KVCacheManager:
         assert h is not None
         block.block_hash = None
         entry = self._cached.get(h)
-        if entry is None or entry.pop(block.block_id, None) is None:
+        if entry is None:
             return
-        if not entry:
+        if type(entry) is KVBlock:
+            if entry is not block:
+                return
             del self._cached[h]
+        else:
+            if entry.pop(block.block_id, None) is None:
+                return
+            if not entry:
+                del self._cached[h]
         if self._emit is not None:
             self._emit(BlockRemoved(block_hashes=[self._event_hash(h)], medium="GPU"))
 
@@ -234,15 +262,13 @@ class KVCacheManager:
                     reuse_first.append(b)
                 else:
                     free[b.block_id] = b
-        for b in reversed(reuse_first):
-            free[b.block_id] = b
-            free.move_to_end(b.block_id, last=False)
+        self._head.extendleft(reversed(reuse_first))
         seq.blocks = []
         seq.num_cached_blocks = 0
 
     def reset_prefix_cache(self) -> bool:
         """Forget every cached block (vLLM refuses while any block is in use)."""
-        if len(self._free) != self.usable_blocks:
+        if self.num_free_blocks != self.usable_blocks:
             return False
         for b in self.blocks:
             b.block_hash = None

@@ -106,7 +106,11 @@ class Tokenizer:
     def decode(self, token_ids: Iterable[int]) -> str:
         """Words for ids of generated text, ``"<id>"`` for ids with no known word, joined by spaces."""
         word_of = self._word_of
-        return " ".join(word_of.get(t, f"<{t}>") for t in token_ids)
+        ids = token_ids if isinstance(token_ids, (list, tuple)) else list(token_ids)
+        try:
+            return " ".join(map(word_of.__getitem__, ids))  # every id a known word: no Python loop
+        except KeyError:
+            return " ".join(word_of.get(t, f"<{t}>") for t in ids)
 
 
 _DEFAULT = Tokenizer()

@@ -35,7 +35,7 @@ import math
 import random
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import orjson
@@ -127,9 +127,13 @@ class PickerPolicy:
             config, self.inflight, self.store, DecisionLog(capacity=64),
             staleness_threshold=math.inf if self._live else staleness_threshold,
         )
-        self._endpoints: list[Endpoint] = []
+        # A tuple, as the director passes the pool: the scheduler then knows the candidates did not change.
+        self._endpoints: tuple[Endpoint, ...] = ()
         self._index: dict[str, int] = {}
         self._pushed: list[tuple[int, int, float, int, int, float] | None] = []
+        # Endpoints whose gauges changed since the last decision, as the simulation said (on_gauges); None when
+        # it did not say (then every endpoint is compared).
+        self._dirty: set[int] | None = None
         self._leases: dict[str, tuple[Lease, InferenceRequest]] = {}
         self._texts: dict[int, tuple[Sequence[int], str]] = {}
         self._loop = asyncio.new_event_loop()
@@ -150,9 +154,12 @@ class PickerPolicy:
     def choose(self, request: FleetRequest, endpoints: Sequence[EndpointState]) -> int:
         t0 = time.perf_counter()
         self._now = request.arrival_time
+        dirty = self._dirty
+        self._dirty = None
         if len(self._endpoints) != len(endpoints):
             self._build(endpoints)
-        self._push_metrics(endpoints)
+            dirty = None
+        self._push_metrics(endpoints, range(len(endpoints)) if dirty is None else sorted(dirty))
         ireq = new_request(_PATH, {"x-request-id": request.request_id}, None)
         attach_body(ireq, orjson.dumps({"model": self.model, "prompt": self._text(request),
                                         "max_tokens": request.max_tokens}))
@@ -168,6 +175,13 @@ class PickerPolicy:
         self.schedule_seconds += t2 - t1
         self.choose_seconds += time.perf_counter() - t0
         return self._index[key]
+
+    def on_gauges(self, indices: Sequence[int]) -> None:
+        """The simulation's notice, before a decision, of the endpoints whose gauges changed since the last."""
+        if self._dirty is None:
+            self._dirty = set(indices)
+        else:
+            self._dirty.update(indices)
 
     def on_finished(self, request: FleetRequest, index: int, record: RequestRecord) -> None:
         held = self._leases.pop(request.request_id, None)
@@ -199,18 +213,20 @@ class PickerPolicy:
     def _build(self, endpoints: Sequence[EndpointState]) -> None:
         if self._endpoints:
             raise ValueError("the fleet changed size between decisions")
-        self._endpoints = [Endpoint(st.name, endpoint_address(i), 8000, dict(st.labels))
-                           for i, st in enumerate(endpoints)]
+        self._endpoints = tuple(Endpoint(st.name, endpoint_address(i), 8000, dict(st.labels))
+                                for i, st in enumerate(endpoints))
         self._index = {ep.key: i for i, ep in enumerate(self._endpoints)}
         self._pushed = [None] * len(endpoints)
 
-    def _push_metrics(self, endpoints: Sequence[EndpointState]) -> None:
-        """Write a new snapshot for every endpoint whose gauges (or scrape time) changed since the last one."""
+    def _push_metrics(self, endpoints: Sequence[EndpointState], indices: Iterable[int]) -> None:
+        """Write a new snapshot for every endpoint of ``indices`` (in order) whose gauges (or scrape time) changed
+        since its last one."""
         pushed = self._pushed
         live = self._live
         put = self.store.put
         eps = self._endpoints
-        for i, st in enumerate(endpoints):
+        for i in indices:
+            st = endpoints[i]
             # Live gauges never go stale, so their step time need not trigger a new snapshot.
             gauges = (st.running, st.waiting, st.kv_usage, st.prefix_cache_queries, st.prefix_cache_hits,
                       0.0 if live else st.metrics_time)

@@ -17,7 +17,11 @@ Optional hooks (looked up with ``getattr``; a policy implements only what it nee
 
 - ``on_finished(request, index, record)`` -- a request completed (response-complete bookkeeping);
 - ``on_kv_events(index, events, time)`` -- the engine's KV-cache events of one step (BlockStored /
-  BlockRemoved / AllBlocksCleared, as published on ZMQ); defining it switches event generation on.
+  BlockRemoved / AllBlocksCleared, as published on ZMQ); defining it switches event generation on;
+- ``on_gauges(indices)`` -- called right before every ``choose`` with the indices of the endpoints whose
+  gauges (running, waiting, KV usage, prefix-cache counters; with a scrape interval also ``metrics_time``)
+  changed since the previous decision (repeats possible; the list is only valid during the call), so a
+  policy that copies gauges need not compare every endpoint per decision.
 
 Adapting the picker's scheduler (``endpoint_picker/scheduling``) takes one small class (``picker_policy``): build its
 ``Endpoint`` and ``EndpointMetrics`` (``scraped_at=metrics_time`` on a virtual clock) from each
@@ -38,7 +42,7 @@ from simulator.fleet.workload import FleetRequest
 if TYPE_CHECKING:
     from simulator.fleet.records import RequestRecord
 
-__all__ = ["EndpointState", "FinishObserver", "KVEventObserver", "RoutingPolicy"]
+__all__ = ["EndpointState", "FinishObserver", "GaugeObserver", "KVEventObserver", "RoutingPolicy"]
 
 
 @dataclass(slots=True)
@@ -80,3 +84,7 @@ class FinishObserver(Protocol):
 
 class KVEventObserver(Protocol):
     def on_kv_events(self, index: int, events: Sequence[KVCacheEvent], time: float) -> None: ...
+
+
+class GaugeObserver(Protocol):
+    def on_gauges(self, indices: Sequence[int]) -> None: ...

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 
 from simulator.engine.config import EngineConfig
 from simulator.engine.engine import Engine, StepResult
+from simulator.engine.hashing import PromptHashCache
 from simulator.fleet.policy import EndpointState, RoutingPolicy
 from simulator.fleet.records import EndpointSummary, RequestRecord
 from simulator.fleet.workload import FleetRequest
@@ -81,6 +82,10 @@ class FleetRun:
     wall_seconds: float
     # CPU time of this process during the run (what a busy machine does not inflate).
     cpu_seconds: float = 0.0
+    # Wall seconds inside the policy (``choose`` and its hooks) and inside the engines (adding requests,
+    # steps); the rest of ``wall_seconds`` is the event loop and the records.
+    policy_seconds: float = 0.0
+    engine_seconds: float = 0.0
 
     @property
     def requests_per_wall_second(self) -> float:
@@ -109,14 +114,20 @@ class FleetSimulation:
         self.scrape_interval = scrape_interval
         self._on_finished = getattr(policy, "on_finished", None)
         self._on_kv_events = getattr(policy, "on_kv_events", None)
+        self._on_gauges = getattr(policy, "on_gauges", None)
+        # Endpoints whose state gauges were written since the last decision (only for on_gauges).
+        self._changed: list[int] = []
         self.specs = list(endpoints)
         self.engines: list[Engine] = []
+        # Workloads reuse one token list per prompt and never change it, so a prompt's block digests are
+        # computed once for the whole fleet rather than by every engine it is routed to.
+        prompt_hashes = PromptHashCache()
         self.states: list[EndpointState] = []
         for i, spec in enumerate(self.specs):
             cfg = spec.engine
             if self._on_kv_events is not None and not cfg.enable_kv_cache_events:
                 cfg = replace(cfg, enable_kv_cache_events=True)
-            engine = Engine(cfg)
+            engine = Engine(cfg, prompt_hashes=prompt_hashes)
             self.engines.append(engine)
             self.states.append(EndpointState(i, spec.name, cfg.block_size, cfg.gpu_blocks, dict(spec.labels)))
         # Gauges as of each engine's latest finished step (what the next scrape reads).
@@ -140,8 +151,18 @@ class FleetSimulation:
         n = len(engines)
         on_finished = self._on_finished
         on_kv_events = self._on_kv_events
+        on_gauges = self._on_gauges
+        changed = self._changed
+        live = self.scrape_interval <= 0
+        latest = self._latest
+        clock = time.perf_counter
+        policy_s = 0.0
+        engine_s = 0.0
 
         heap: list[tuple[float, int, int, int]] = []
+        heappush = heapq.heappush
+        heappop = heapq.heappop
+        heapreplace = heapq.heapreplace
         versions = [0] * n
         scheduled: list[float | None] = [None] * n
         # The result of the step each engine is running, applied when it ends.
@@ -167,13 +188,20 @@ class FleetSimulation:
                     raise ValueError(f"request {req.request_id} arrives at {t} before the previous one "
                                      f"({last_arrival}): workloads must be in arrival order")
                 last_arrival = t
+                c0 = clock()
+                if on_gauges is not None:
+                    on_gauges(changed)
+                    changed.clear()
                 i = choose(req, states)
+                c1 = clock()
+                policy_s += c1 - c0
                 if not 0 <= i < n:
                     raise ValueError(f"policy {policy.name} chose endpoint {i} of {n}")
                 engine = engines[i]
                 if req.request_id in in_flight:
                     raise ValueError(f"duplicate request id {req.request_id!r}")
                 engine.add_request(req.engine_request())  # ValueError if the prompt exceeds max_model_len
+                engine_s += clock() - c1
                 needed = req.prompt_tokens + req.max_tokens
                 in_flight[req.request_id] = (req, i)
                 st = states[i]
@@ -187,19 +215,24 @@ class FleetSimulation:
                         busy_engines += 1
                     versions[i] += 1
                     scheduled[i] = t_next
-                    heapq.heappush(heap, (t_next, _STEP, i, versions[i]))
+                    heappush(heap, (t_next, _STEP, i, versions[i]))
                 nxt = next(it, None)
                 continue
 
             if not heap:
                 break
-            t, kind, i, version = heapq.heappop(heap)
+            # The earliest event stays on the heap until it is known whether a successor replaces it: an engine
+            # that steps again right away costs one sift of the heap instead of a pop and a push.
+            t, kind, i, version = heap[0]
             if kind == _SCRAPE:
                 self._scrape_all(t)
                 if nxt is not None or busy_engines:
-                    heapq.heappush(heap, (t + self.scrape_interval, _SCRAPE, -1, 0))
+                    heapreplace(heap, (t + self.scrape_interval, _SCRAPE, -1, 0))
+                else:
+                    heappop(heap)
                 continue
             if version != versions[i]:
+                heappop(heap)
                 continue
             engine = engines[i]
             done = pending[i]
@@ -214,26 +247,48 @@ class FleetSimulation:
                     st.in_flight -= 1
                     st.in_flight_tokens -= req.prompt_tokens + req.max_tokens
                     if on_finished is not None:
+                        c0 = clock()
                         on_finished(req, idx, record)
+                        policy_s += clock() - c0
                 if done.kv_events:
                     if on_kv_events is not None:
+                        c0 = clock()
                         on_kv_events(i, done.kv_events, t)
+                        policy_s += clock() - c0
                     engine.drain_kv_events()
-                self._observe(i, t)
+                # The engine's gauges at the end of the step: into its state (live) or held for the next scrape.
+                running, waiting, kv_usage, queries, hits = engine.gauges()
+                if live:
+                    # Most steps move no gauge (a decode step within a block): write and announce only changes.
+                    if (running != st.running or waiting != st.waiting or kv_usage != st.kv_usage
+                            or queries != st.prefix_cache_queries or hits != st.prefix_cache_hits):
+                        st.running = running
+                        st.waiting = waiting
+                        st.kv_usage = kv_usage
+                        st.prefix_cache_queries = queries
+                        st.prefix_cache_hits = hits
+                        if on_gauges is not None:
+                            changed.append(i)
+                    st.metrics_time = t
+                else:
+                    latest[i] = (running, waiting, kv_usage, queries, hits, t)
             t_next = engine.next_event_time()
             if t_next is None:
+                heappop(heap)
                 scheduled[i] = None
                 busy_engines -= 1
                 continue
             if t_next <= t:  # work to do now: run the step, publish its results when it ends
+                c0 = clock()
                 result = engine.step()
+                engine_s += clock() - c0
                 steps += 1
                 busy[i] += result.end_time - result.start_time
                 pending[i] = result
                 t_next = result.end_time
             versions[i] += 1
             scheduled[i] = t_next
-            heapq.heappush(heap, (t_next, _STEP, i, versions[i]))
+            heapreplace(heap, (t_next, _STEP, i, versions[i]))
 
         if in_flight:  # pragma: no cover - an engine bug, not a workload error
             raise RuntimeError(f"{len(in_flight)} requests never finished, e.g. {next(iter(in_flight))}")
@@ -253,26 +308,13 @@ class FleetSimulation:
                 busy_time=busy[i],
             ))
         return FleetRun(policy.name, records, summaries, end_time, steps, time.perf_counter() - wall_start,
-                        time.process_time() - cpu_start)
+                        time.process_time() - cpu_start, policy_s, engine_s)
 
     # -- metrics --------------------------------------------------------------------------------------
 
-    def _observe(self, i: int, t: float) -> None:
-        """Engine ``i``'s gauges at the end of a step: into its state (live) or held for the next scrape."""
-        engine = self.engines[i]
-        c = engine.counters
-        gauges = (engine.num_running, engine.num_waiting, engine.kv.usage, c.prefix_cache_queries,
-                  c.prefix_cache_hits, t)
-        if self.scrape_interval > 0:
-            self._latest[i] = gauges
-        else:
-            self._apply(self.states[i], gauges)
-
-    @staticmethod
-    def _apply(st: EndpointState, gauges: tuple[int, int, float, int, int, float]) -> None:
-        st.running, st.waiting, st.kv_usage, st.prefix_cache_queries, st.prefix_cache_hits, st.metrics_time = gauges
-
     def _scrape_all(self, t: float) -> None:
         for st, gauges in zip(self.states, self._latest, strict=True):
-            self._apply(st, gauges)
+            st.running, st.waiting, st.kv_usage, st.prefix_cache_queries, st.prefix_cache_hits, _ = gauges
             st.metrics_time = t
+        if self._on_gauges is not None:
+            self._changed.extend(range(len(self.states)))
