@@ -22,7 +22,7 @@ import datetime
 import platform
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from benchmarks.latency_stats import Slo
@@ -50,22 +50,34 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                              description=__doc__.split("\n\n")[1] if __doc__ else None)
     add_routing_arguments(routing)
     routing.set_defaults(bench_run=routing_main)
-    for name, module, text in (("fleet", "benchmarks.fleet_scale", "virtual-time fleet scale benchmark"),
-                               ("overhead", "benchmarks.overhead", "data-plane overhead: Envoy vs Envoy + picker")):
+    for name, text in (("fleet", "virtual-time fleet scale benchmark"),
+                       ("overhead", "data-plane overhead: Envoy vs Envoy + picker")):
+        # Listed for --help; the command line is handed to the benchmark's own parser (see passthrough).
         p = sub.add_parser(name, help=f"{text} (flags: endpoint-picker bench {name} --help)", add_help=False)
         p.add_argument("argv", nargs=argparse.REMAINDER)
-        p.set_defaults(bench_run=_passthrough(module))
+        p.set_defaults(bench_run=_passthrough_run(name))
     add_routing_arguments(parser)  # `endpoint-picker bench` alone = `bench routing`
     parser.set_defaults(bench_run=routing_main)
 
 
-def _passthrough(module: str):  # type: ignore[no-untyped-def]
-    async def run(args: argparse.Namespace) -> int:
+PASSTHROUGH = {"fleet": "benchmarks.fleet_scale", "overhead": "benchmarks.overhead"}
+
+
+def passthrough(argv: Sequence[str]) -> int | None:
+    """``bench fleet ...`` / ``bench overhead ...``: run that benchmark's own ``main`` with the rest of the
+    command line (its flags and --help are its own); None for any other command line."""
+    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in PASSTHROUGH:
         import importlib
 
-        main = importlib.import_module(module).main
-        # Their main() runs its own event loop: give it a thread of its own.
-        return int(await asyncio.to_thread(main, list(args.argv)) or 0)
+        return int(importlib.import_module(PASSTHROUGH[argv[1]]).main(list(argv[2:])) or 0)
+    return None
+
+
+def _passthrough_run(name: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
+    async def run(args: argparse.Namespace) -> int:
+        # Reached only when parsed as a subcommand (no leading options); main() runs its own event loop.
+        result = await asyncio.to_thread(passthrough, ["bench", name, *args.argv])
+        return int(result or 0)
     return run
 
 
@@ -158,6 +170,10 @@ async def bench_main(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone: ``python -m benchmarks.cli [routing|fleet|overhead] ...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    direct = passthrough(["bench", *argv])
+    if direct is not None:
+        return direct
     parser = argparse.ArgumentParser(prog="endpoint-picker bench", description=(__doc__ or "").splitlines()[0])
     add_bench_arguments(parser)
     return asyncio.run(bench_main(parser.parse_args(argv)))

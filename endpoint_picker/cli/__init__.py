@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"] and argv[1:2] in (["fleet"], ["overhead"]):
+        from benchmarks.cli import passthrough  # each of these benchmarks parses its own flags
+
+        return passthrough(argv) or 0
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(),
