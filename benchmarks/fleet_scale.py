@@ -39,9 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from endpoint_picker.cli.arg_types import positive_float, positive_int
 from simulator.engine.config import EngineConfig
 from simulator.engine.profile import BUILTIN_PROFILES, get_profile
 from simulator.fleet.arrivals import Arrivals
+from simulator.fleet.cli import length_arg
 from simulator.fleet.picker_policy import PICKER_POLICIES, PickerPolicy
 from simulator.fleet.policies import POLICIES, make_policy
 from simulator.fleet.policy import RoutingPolicy
@@ -219,42 +221,21 @@ def quality_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _length(text: str) -> Length:
-    try:
-        return Length.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's flags (for ``python -m benchmarks.fleet_scale`` and a ``bench fleet`` subcommand)."""
     g = parser.add_argument_group("sweep")
-    g.add_argument("--endpoints", type=_positive_int, nargs="+", default=list(DEFAULT_ENDPOINTS),
+    g.add_argument("--endpoints", type=positive_int, nargs="+", default=list(DEFAULT_ENDPOINTS),
                    help="fleet sizes (default 8 64 256 1000)")
-    g.add_argument("--rate-per-endpoint", type=_positive_float, nargs="+", default=list(DEFAULT_RATES_PER_ENDPOINT),
+    g.add_argument("--rate-per-endpoint", type=positive_float, nargs="+", default=list(DEFAULT_RATES_PER_ENDPOINT),
                    metavar="REQ/S", help="offered load per endpoint; every size runs at each (default 1 4)")
     g.add_argument("--points", type=parse_point, nargs="+", default=None, metavar="NxRATE",
                    help="run exactly these points instead of the sweep, e.g. 1000x1000 (endpoints x req/s)")
     g.add_argument("--policy", nargs="+", choices=sorted({*POLICIES, *PICKER_POLICIES}), default=list(DEFAULT_POLICIES),
                    help="routing policies, each runs every point (default: round-robin epp-default)")
-    g.add_argument("--duration", type=_positive_float, default=10.0, metavar="S",
+    g.add_argument("--duration", type=positive_float, default=10.0, metavar="S",
                    help="virtual seconds of arrivals per point (default 10); the run lasts until every request "
                    "finished")
-    g.add_argument("--repeat", type=_positive_int, default=1,
+    g.add_argument("--repeat", type=positive_int, default=1,
                    help="runs per point: timings of the fastest, the range of speeds, and a check that the "
                    "quality numbers repeat exactly (default 1)")
     g.add_argument("--seed", type=int, default=0, help="seed of the workload, the engines and the policies")
@@ -265,13 +246,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--workload", choices=WORKLOADS, default="shared-prefix",
                    help="shared-prefix (default; scaled with the fleet) or a synthetic preset")
     g.add_argument("--arrival", choices=("poisson", "constant"), default="poisson")
-    g.add_argument("--groups-per-endpoint", type=_positive_float, default=0.5,
+    g.add_argument("--groups-per-endpoint", type=positive_float, default=0.5,
                    help="shared-prefix: system-prompt groups per endpoint (default 0.5)")
-    g.add_argument("--prompts-per-group", type=_positive_int, default=5, help="shared-prefix (default 5)")
-    g.add_argument("--system-prompt-len", type=_positive_int, default=1000, help="shared-prefix: tokens (default 1000)")
-    g.add_argument("--question-len", type=_length, default=Length(100), metavar="LEN",
+    g.add_argument("--prompts-per-group", type=positive_int, default=5, help="shared-prefix (default 5)")
+    g.add_argument("--system-prompt-len", type=positive_int, default=1000, help="shared-prefix: tokens (default 1000)")
+    g.add_argument("--question-len", type=length_arg, default=Length(100), metavar="LEN",
                    help="shared-prefix: tokens, N or mean,std_dev[,min[,max]] (default 100)")
-    g.add_argument("--output-len", type=_length, default=Length(50), metavar="LEN",
+    g.add_argument("--output-len", type=length_arg, default=Length(50), metavar="LEN",
                    help="shared-prefix: output tokens (default 50)")
     g.add_argument("--profile", default="llama-3.1-8b-h100", metavar="NAME|PATH",
                    help=f"engine latency profile: one of {', '.join(BUILTIN_PROFILES)} or a YAML file")

@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from endpoint_picker.cli.arg_types import non_negative_int
+
 if TYPE_CHECKING:
     from picker_api.client import PickerClient, Target
 
@@ -66,10 +68,10 @@ def add_subcommands(sub: Any) -> None:
                                description="Print recent decisions one line each; with --follow keep printing "
                                "new ones until interrupted. " + _TLS_NOTE)
     decisions.add_argument("-f", "--follow", action="store_true", help="keep printing new decisions")
-    decisions.add_argument("--recent", type=_non_negative, default=20,
+    decisions.add_argument("--recent", type=non_negative_int, default=20,
                            help="recent decisions to print first (default 20)")
     decisions.add_argument("--model", default="", help="only decisions for this model")
-    decisions.add_argument("--limit", type=_non_negative, default=0,
+    decisions.add_argument("--limit", type=non_negative_int, default=0,
                            help="stop after this many decisions in total (default: no limit)")
     _add_connection_arguments(decisions)
     decisions.set_defaults(run=run_decisions)
@@ -77,13 +79,6 @@ def add_subcommands(sub: Any) -> None:
 
 _TLS_NOTE = ("TLS by default, trusting the certificate the picker presents (self-signed unless it runs with "
              "--cert-path); --ca-file to verify, --insecure for plaintext.")
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
 
 
 def target_of(args: argparse.Namespace) -> Target:

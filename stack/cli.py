@@ -10,30 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from endpoint_picker.cli.arg_types import non_negative_int, positive_float, positive_int
 from stack.envoy_bootstrap import BodyMode, FailureMode
 from stack.placement import parse_placement
 from stack.runner import options_from, run_stack
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
 
 
 def _placement(text: str) -> str:
@@ -55,15 +35,15 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-servers", choices=["sim", "standin"], default="sim",
                         help="sim: simulated vLLM servers (batching, KV cache, vLLM metrics; default); standin: "
                         "minimal fixed-delay servers")
-    parser.add_argument("--replicas", type=_positive, default=3,
+    parser.add_argument("--replicas", type=positive_int, default=3,
                         help="model servers; with --prefill-replicas, the decode servers (default 3)")
-    parser.add_argument("--prefill-replicas", type=_non_negative, default=0, metavar="K",
+    parser.add_argument("--prefill-replicas", type=non_negative_int, default=0, metavar="K",
                         help="sim: K more servers with role prefill, the --replicas ones get role decode "
                         "(labelled llm-d.ai/role; P/D routing comes with the scheduler)")
     parser.add_argument("--topology", type=_placement, default=None, metavar="racks=R[,servers-per-node=S]",
                         help="sim: node/rack labels per server (servers on nodes in order, nodes across racks "
                         "in turn)")
-    parser.add_argument("--time-scale", type=_positive_float, default=1.0,
+    parser.add_argument("--time-scale", type=positive_float, default=1.0,
                         help="sim: model seconds per real second (10 = ten times faster; default 1)")
     parser.add_argument("--port", type=_port, default=8081, help="gateway listener port (default 8081; 0 = free)")
     parser.add_argument("--body-mode", choices=[m.value for m in BodyMode], default=BodyMode.FULL_DUPLEX_STREAMED.value,

@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 
 from endpoint_picker.cli import discovery
+from endpoint_picker.cli.arg_types import positive_int
 from endpoint_picker.config_error import ConfigError
 from endpoint_picker.datalayer import EngineMappings, MetricsScraper, MetricsStore, ScrapeSource, ScrapeStatsCollector
 from endpoint_picker.datastore import Datastore
@@ -58,13 +59,6 @@ def _duration(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grpc-port", type=_port, default=9002, help="ext_proc gRPC port (default 9002)")
     p.add_argument("--grpc-health-port", type=_port, default=9003, help="gRPC health port (default 9003)")
@@ -86,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     config.add_argument("--config-file", type=Path, default=None,
                         help="EndpointPickerConfig YAML (upstream format); default: queue 2, kv-cache 2, prefix 3")
     config.add_argument("--config-text", default=None, help="the EndpointPickerConfig YAML itself")
-    p.add_argument("--max-num-of-endpoints", type=_positive_int, default=None,
+    p.add_argument("--max-num-of-endpoints", type=positive_int, default=None,
                    help="override every picker's maxNumOfEndpoints: the primary, then ordered fallbacks for proxy "
                    "retries (lists need the override_host LB policy; ORIGINAL_DST takes one)")
     p.add_argument("--emit-endpoint-scores", type=_bool, nargs="?", const=True, default=False,
@@ -98,13 +92,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how long one scrape may take (default 1s)")
     p.add_argument("--metrics-staleness-threshold", type=float, default=2.0,
                    help="seconds after which an endpoint's scraped metrics count as stale, i.e. saturated")
-    p.add_argument("--decision-log-size", type=_positive_int, default=2048,
+    p.add_argument("--decision-log-size", type=positive_int, default=2048,
                    help="recent decision records kept for /debug/decisions")
-    p.add_argument("--max-request-body-bytes", type=_positive_int, default=32 * 1024 * 1024,
+    p.add_argument("--max-request-body-bytes", type=positive_int, default=32 * 1024 * 1024,
                    help="larger request bodies are answered with 413 (default 32 MiB)")
-    p.add_argument("--grpc-max-recv-msg-size", type=_positive_int, default=32 * 1024 * 1024,
+    p.add_argument("--grpc-max-recv-msg-size", type=positive_int, default=32 * 1024 * 1024,
                    help="largest gRPC message accepted from the proxy (default 32 MiB)")
-    p.add_argument("--grpc-max-send-msg-size", type=_positive_int, default=32 * 1024 * 1024,
+    p.add_argument("--grpc-max-send-msg-size", type=positive_int, default=32 * 1024 * 1024,
                    help="largest gRPC message sent to the proxy (default 32 MiB)")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="on SIGTERM, seconds in-flight streams get to finish (default 30)")

@@ -25,6 +25,7 @@ import json
 import sys
 from dataclasses import replace
 
+from endpoint_picker.cli.arg_types import positive_int
 from endpoint_picker.config_error import ConfigError
 from simulator.engine.config import EngineConfig
 from simulator.engine.profile import BUILTIN_PROFILES, get_profile
@@ -49,14 +50,7 @@ WORKLOADS = ("shared-prefix", "multi-turn", "lora", *PRESETS)
 DEFAULT_NUM_REQUESTS = 2000
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _length(text: str) -> Length:
+def length_arg(text: str) -> Length:
     try:
         return Length.parse(text)
     except ValueError as exc:
@@ -71,7 +65,7 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
                    help="shared-prefix (inference-perf), multi-turn (shared-prefix chat conversations with growing "
                    "context), lora (requests over several LoRA adapters), or a synthetic preset: prefill-heavy, "
                    "decode-heavy, mixed (90%% light / 10%% heavy requests; default)")
-    g.add_argument("--num-requests", type=_positive_int, default=None,
+    g.add_argument("--num-requests", type=positive_int, default=None,
                    help=f"requests to send at --rate (default {DEFAULT_NUM_REQUESTS}; not with --stages)")
     g.add_argument("--rate", type=float, default=None, metavar="REQ/S",
                    help="arrival rate in requests per virtual second (default 10 x endpoints; inf = all at once)")
@@ -81,25 +75,25 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
                    "RATE req/s for SECONDS back to back, e.g. poisson:5x30,10x30,15x30 (KIND poisson or "
                    "constant; default --arrival); each stage sends round(RATE x SECONDS) requests")
     g.add_argument("--seed", type=int, default=0, help="seed of the workload, the engines and random policies")
-    g.add_argument("--num-groups", type=_positive_int, default=10,
+    g.add_argument("--num-groups", type=positive_int, default=10,
                    help="shared-prefix, multi-turn: groups sharing a system prompt (default 10)")
     g.add_argument("--prompts-per-group", "--conversations-per-group", dest="prompts_per_group",
-                   type=_positive_int, default=10,
+                   type=positive_int, default=10,
                    help="shared-prefix: prompts per group; multi-turn: conversations per group (default 10)")
-    g.add_argument("--num-turns", type=_positive_int, default=5,
+    g.add_argument("--num-turns", type=positive_int, default=5,
                    help="multi-turn: turns per conversation (SGLang --gsp-num-turns; default 5)")
     g.add_argument("--system-prompt-len", type=int, default=100,
                    help="shared-prefix, multi-turn: tokens (default 100)")
-    g.add_argument("--question-len", type=_length, default=Length(50), metavar="LEN",
+    g.add_argument("--question-len", type=length_arg, default=Length(50), metavar="LEN",
                    help="shared-prefix, multi-turn: tokens, N or mean,std_dev[,min[,max]] (default 50)")
-    g.add_argument("--input-len", type=_length, default=None, metavar="LEN",
+    g.add_argument("--input-len", type=length_arg, default=None, metavar="LEN",
                    help="prefill-heavy / decode-heavy / lora: override the prompt length")
-    g.add_argument("--output-len", type=_length, default=None, metavar="LEN",
+    g.add_argument("--output-len", type=length_arg, default=None, metavar="LEN",
                    help="output tokens (shared-prefix and multi-turn default 50; overrides a single-class preset's "
                    "and lora's)")
     g.add_argument("--heavy-fraction", type=float, default=None,
                    help="mixed: share of heavy requests (default 0.1)")
-    g.add_argument("--num-adapters", type=_positive_int, default=8,
+    g.add_argument("--num-adapters", type=positive_int, default=8,
                    help="lora: adapters lora-0..lora-{N-1} (default 8)")
     g.add_argument("--adapter-popularity", choices=("zipf", "uniform"), default="zipf",
                    help="lora: how requests spread over adapters (default zipf: lora-k gets weight 1/(k+1)^s)")
@@ -113,7 +107,7 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
 def add_fleet_sim_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``fleet-sim`` subcommand's flags."""
     g = parser.add_argument_group("fleet and routing")
-    g.add_argument("--endpoints", type=_positive_int, default=8, help="simulated model servers (default 8)")
+    g.add_argument("--endpoints", type=positive_int, default=8, help="simulated model servers (default 8)")
     g.add_argument("--policy", nargs="+", choices=sorted({*POLICIES, *PICKER_POLICIES}),
                    default=["round-robin", "least-loaded"],
                    help="routing policies to compare, one run each (default: round-robin least-loaded); epp-* "
@@ -137,8 +131,8 @@ def add_fleet_sim_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prefix-caching-hash-algo", choices=("sha256", "sha256_cbor"), default="sha256")
     g.add_argument("--enable-lora", action=argparse.BooleanOptionalAction, default=None,
                    help="LoRA-enabled engines (default: on for --workload lora)")
-    g.add_argument("--max-loras", type=_positive_int, default=1, help="adapters per batch (vLLM default 1)")
-    g.add_argument("--max-cpu-loras", type=_positive_int, default=None,
+    g.add_argument("--max-loras", type=positive_int, default=1, help="adapters per batch (vLLM default 1)")
+    g.add_argument("--max-cpu-loras", type=positive_int, default=None,
                    help="adapters cached in host memory (default --max-loras)")
 
     g = parser.add_argument_group("report")
