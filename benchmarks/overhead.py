@@ -328,7 +328,7 @@ class BenchStack:
             gateway = Gateway(mode, listener_port, admin_port, envoy)
             self.gateways[mode] = gateway
             if spec.uses_picker:
-                await self._wait_picker_healthy(gateway, picker_port)
+                await envoy.wait_host_health(PICKER_CLUSTER, f"127.0.0.1:{picker_port}")
             say(f"gateway Envoy '{mode}' (PID {envoy.pid}) on :{listener_port} — {MODES[mode].label}")
             await self._check(gateway)
 
@@ -347,19 +347,6 @@ class BenchStack:
 
     async def scrape_stats(self) -> dict[str, dict[str, int]]:
         return {"tls" if tls else "plaintext": await picker_scrape_stats(p) for tls, p in self.pickers.items()}
-
-    async def _wait_picker_healthy(self, gateway: Gateway, picker_port: int, within: float = 15.0) -> None:
-        prefix = f"{PICKER_CLUSTER}::127.0.0.1:{picker_port}::health_flags::"
-        deadline = time.monotonic() + within
-        flags = None
-        while time.monotonic() < deadline:
-            status, text = await gateway.envoy.admin_get("/clusters")
-            if status == 200:
-                flags = next((ln.removeprefix(prefix) for ln in text.splitlines() if ln.startswith(prefix)), None)
-                if flags == "healthy":
-                    return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"gateway '{gateway.mode}' still sees the picker as {flags!r} after {within}s")
 
     async def _check(self, gateway: Gateway) -> None:
         """One request through the gateway: 200, the backend's body, and the picker in the path (or not)."""

@@ -117,7 +117,7 @@ class EnvoyTarget:
                                   log_path=work_dir / f"{self.name}-envoy.log")
         await self.envoy.start(ready_within=60)
         if self.with_picker:
-            await self._wait_picker_healthy(picker_port)
+            await self.envoy.wait_host_health(PICKER_CLUSTER, f"127.0.0.1:{picker_port}")
 
     async def _wait_scraped(self, picker: PickerProcess, within: float = 15.0) -> None:
         deadline = time.monotonic() + within
@@ -126,17 +126,6 @@ class EnvoyTarget:
                 return
             await asyncio.sleep(0.1)
         raise RuntimeError(f"{self.name}: the picker did not scrape every model server within {within:g}s")
-
-    async def _wait_picker_healthy(self, picker_port: int, within: float = 15.0) -> None:
-        assert self.envoy is not None
-        key = f"{PICKER_CLUSTER}::127.0.0.1:{picker_port}::health_flags::healthy"
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            status, text = await self.envoy.admin_get("/clusters")
-            if status == 200 and key in text.splitlines():
-                return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"{self.name}: Envoy did not see the picker healthy within {within:g}s")
 
     async def stop(self) -> None:
         if self.envoy is not None:

@@ -133,6 +133,30 @@ class EnvoyProcess:
         ):
             return resp.status, await resp.text()
 
+    async def host_health(self, cluster: str, host: str) -> str | None:
+        """Envoy's health flags for ``host`` (``ip:port``) in ``cluster`` (``healthy``, ``/failed_active_hc``,
+        ...), from admin ``/clusters``; None if Envoy does not list it (or admin did not answer 200)."""
+        status, text = await self.admin_get("/clusters")
+        if status != 200:
+            return None
+        prefix = f"{cluster}::{host}::health_flags::"
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                return line.removeprefix(prefix)
+        return None
+
+    async def wait_host_health(self, cluster: str, host: str, *, healthy: bool = True, within: float = 15.0) -> None:
+        """Poll :meth:`host_health` until Envoy considers ``host`` healthy (or not); TimeoutError after
+        ``within`` seconds."""
+        deadline = time.monotonic() + within
+        flags: str | None = None
+        while time.monotonic() < deadline:
+            flags = await self.host_health(cluster, host)
+            if flags is not None and (flags == "healthy") == healthy:
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"envoy still reports {cluster} host {host} health flags {flags!r} after {within}s")
+
     async def stats(self, filter_regex: str = "") -> dict[str, int]:
         """Counter and gauge values from ``/stats`` (histograms skipped)."""
         path = "/stats" + (f"?filter={filter_regex}" if filter_regex else "")

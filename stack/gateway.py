@@ -14,7 +14,6 @@ modes), and :meth:`GatewayStack.start_picker` can be called later.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tempfile
 import time
@@ -397,25 +396,14 @@ class GatewayStack:
         """Envoy's health flags for the picker host (``healthy``, ``/failed_active_hc``, ...)."""
         if self.envoy is None:
             return None
-        status, text = await self.envoy.admin_get("/clusters")
-        if status != 200:
-            return None
-        prefix = f"{PICKER_CLUSTER}::127.0.0.1:{self.picker_ports.grpc}::health_flags::"
-        for line in text.splitlines():
-            if line.startswith(prefix):
-                return line.removeprefix(prefix)
-        return None
+        return await self.envoy.host_health(PICKER_CLUSTER, f"127.0.0.1:{self.picker_ports.grpc}")
 
     async def wait_picker_in_envoy(self, *, healthy: bool, within: float = 15.0) -> None:
         """Poll Envoy's admin until it considers the picker (un)healthy; bounded."""
-        deadline = time.monotonic() + within
-        flags: str | None = None
-        while time.monotonic() < deadline:
-            flags = await self.picker_health_in_envoy()
-            if flags is not None and (flags == "healthy") == healthy:
-                return
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"envoy still reports picker health flags {flags!r} after {within}s")
+        if self.envoy is None:
+            raise RuntimeError("envoy not started")
+        await self.envoy.wait_host_health(PICKER_CLUSTER, f"127.0.0.1:{self.picker_ports.grpc}", healthy=healthy,
+                                          within=within)
 
     async def envoy_stats(self, filter_regex: str = "") -> dict[str, int]:
         if self.envoy is None:
