@@ -32,6 +32,7 @@ from benchmarks.routing_report import write_results
 from benchmarks.sim_fleet import FleetSpec
 from benchmarks.targets import PEER_NAMES, TARGET_NAMES, make_target
 from simulator.fleet.cli import add_workload_arguments, build_workload
+from simulator.fleet.stages import Stages
 from simulator.server.config import DEFAULT_MODEL
 
 DEFAULT_TARGETS = ("round-robin", "epp-default", "epp-upstream-default", "epp-default-buffered", *PEER_NAMES)
@@ -114,8 +115,8 @@ async def routing_main(args: argparse.Namespace) -> int:
         print(f"endpoint-picker bench: {exc}", file=sys.stderr)
         return 2
     requests = list(workload.requests())
-    stage_specs = getattr(getattr(workload, "arrivals", None), "stages", None)
-    stages = stage_plans(requests, [(s.rate, s.duration) for s in stage_specs] if stage_specs else None)
+    load = getattr(workload, "arrivals", None)  # every built-in workload has one; the Workload protocol does not
+    stages = stage_plans(requests, [(s.rate, s.duration) for s in load.stages] if isinstance(load, Stages) else None)
     lora = sorted({r.lora_name for r in requests if r.lora_name})
     spec = FleetSpec(replicas=args.endpoints, num_gpu_blocks=args.num_gpu_blocks_override,
                      max_num_seqs=args.max_num_seqs, lora_modules=lora, max_loras=args.max_loras,

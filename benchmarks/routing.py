@@ -48,15 +48,14 @@ class StagePlan:
 def request_for(req: FleetRequest, model: str) -> StreamRequest:
     """The HTTP request a workload request becomes: chat messages when it has them, else a completions prompt;
     a LoRA request names its adapter as the model (vLLM's convention)."""
-    messages_of = getattr(req, "messages", None)
-    messages = messages_of() if callable(messages_of) else None
+    messages = req.messages()
     return StreamRequest(
         request_id=req.request_id,
         model=req.lora_name or model,
         max_tokens=req.max_tokens,
         prompt=None if messages is not None else req.text,
         messages=messages,
-        stage=int(getattr(req, "stage", 0) or 0),
+        stage=req.stage,
         label=req.label,
     )
 
